@@ -1,0 +1,50 @@
+"""Authentication for API clients: personal API keys as bearer tokens, on HTTP and on WebSockets."""
+
+from channels.auth import AuthMiddlewareStack
+from channels.db import database_sync_to_async
+from ninja.security import HttpBearer, django_auth
+
+from accounts.services import user_for_api_key
+
+
+class ApiKeyBearer(HttpBearer):
+    # Sync on purpose: ninja runs sync authenticators in a thread for async views, and an async one
+    # would hand sync views a (truthy) coroutine instead of a user.
+    def authenticate(self, request, token):
+        user = user_for_api_key(token)
+        if user is not None:
+            request.user = user
+        return user
+
+
+# API clients send a key; the web UI's own fetches ride on the session (with CSRF on writes).
+API_AUTH = [ApiKeyBearer(), django_auth]
+
+
+def bearer_token_from_scope(scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token:
+                return token.strip()
+    return None
+
+
+class ApiKeyWebSocketMiddleware:
+    """Lets API clients open the chat socket with `Authorization: Bearer <key>` instead of a session."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    async def __call__(self, scope, receive, send):
+        token = bearer_token_from_scope(scope)
+        if token:
+            user = await database_sync_to_async(user_for_api_key)(token)
+            if user is not None:
+                scope = dict(scope, user=user, api_client=True)
+        return await self.inner(scope, receive, send)
+
+
+def websocket_auth_stack(inner):
+    # Session auth runs first and sets scope["user"]; a valid bearer key then takes precedence.
+    return AuthMiddlewareStack(ApiKeyWebSocketMiddleware(inner))

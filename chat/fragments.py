@@ -1,0 +1,87 @@
+"""How socket clients see pipeline events: JSON frames for API clients, HTMX out-of-band fragments for the UI."""
+
+import json
+
+from asgiref.sync import sync_to_async
+from django.template.loader import render_to_string
+from django.utils.html import escape
+
+from chat.services import chats_for_sidebar
+
+
+class JsonFramer:
+    async def started(self, query) -> list[str]:
+        return []
+
+    async def resumed(self, query_id) -> list[str]:
+        return []
+
+    async def frames(self, query_id, event: dict) -> list[str]:
+        return [json.dumps(event)]
+
+    async def refusal(self, message: str, code: str) -> list[str]:
+        return [json.dumps({"type": "error", "message": message, "code": code})]
+
+
+def _status(query_id, message: str, css: str = "status") -> str:
+    return f'<div id="status-{query_id}" class="{css}" hx-swap-oob="outerHTML">{escape(message)}</div>'
+
+
+def _controls_cleared(query_id) -> str:
+    return f'<div id="controls-{query_id}" class="turn-controls" hx-swap-oob="outerHTML"></div>'
+
+
+class HtmxFramer:
+    def __init__(self, user):
+        self.user = user
+
+    def _render(self, template: str, context: dict) -> str:
+        return render_to_string(template, context)
+
+    async def _sidebar(self, active_chat_id) -> str:
+        def render():
+            return self._render(
+                "chat/_sidebar.html",
+                {"chats": list(chats_for_sidebar(self.user)), "active_chat_id": active_chat_id, "oob": True},
+            )
+
+        return await sync_to_async(render)()
+
+    async def started(self, query) -> list[str]:
+        turn = self._render("chat/_turn.html", {"q": query, "live": True})
+        return [
+            f'<div id="messages" hx-swap-oob="beforeend">{turn}</div>',
+            '<div id="empty-state" hx-swap-oob="outerHTML"></div>',
+            '<div id="composer-error" class="composer-error" hx-swap-oob="outerHTML"></div>',
+        ]
+
+    async def resumed(self, query_id) -> list[str]:
+        # The page showed the answer as saved; the replay that follows rebuilds it exactly.
+        return [f'<div id="answer-{query_id}" class="answer" hx-swap-oob="outerHTML"></div>']
+
+    async def frames(self, query_id, event: dict) -> list[str]:
+        kind = event["type"]
+        if kind == "content":
+            return [f'<div hx-swap-oob="beforeend:#answer-{query_id}">{escape(event["content"])}</div>']
+        if kind == "status":
+            return [_status(query_id, event["message"])]
+        if kind == "metadata":
+            chat_id = event["chatId"]
+            return [
+                f'<input type="hidden" id="chat-id" name="chatId" value="{escape(chat_id)}" hx-swap-oob="true">',
+                f'<div id="chat-location" data-url="/chat/{escape(chat_id)}/" hx-swap-oob="true"></div>',
+                await self._sidebar(chat_id),
+            ]
+        if kind == "complete":
+            label = "Stopped." if event["status"] == "stopped" else ""
+            return [
+                _status(query_id, label),
+                _controls_cleared(query_id),
+                await self._sidebar(event["query"]["chatId"]),
+            ]
+        if kind == "error":
+            return [_status(query_id, event["message"], "status error"), _controls_cleared(query_id)]
+        return []
+
+    async def refusal(self, message: str, code: str) -> list[str]:
+        return [f'<div id="composer-error" class="composer-error" hx-swap-oob="outerHTML">{escape(message)}</div>']

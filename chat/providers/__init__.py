@@ -1,0 +1,56 @@
+"""Provider registry: one instance per provider per process."""
+
+from django.conf import settings
+
+from chat.providers.base import Provider, ProviderError
+
+# The setting that must hold a key before a cloud provider's models are offered.
+KEY_SETTINGS = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "CLAUDE_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "openrouter": "OPENROUTER_API_KEY",
+}
+
+_instances: dict[str, Provider] = {}
+
+
+def _build(name: str) -> Provider | None:
+    if name == "local":
+        from chat.providers.local import LocalProvider
+
+        return LocalProvider()
+    return None
+
+
+def get_provider(name: str) -> Provider | None:
+    if name not in _instances:
+        provider = _build(name)
+        if provider is None:
+            return None
+        _instances[name] = provider
+    return _instances[name]
+
+
+def register_provider(name: str, provider: Provider) -> None:
+    """Install a provider instance (tests use this to plug in a scripted provider)."""
+    _instances[name] = provider
+
+
+def unregister_provider(name: str) -> None:
+    _instances.pop(name, None)
+
+
+def unavailable_reason(provider_name: str) -> str | None:
+    """None when the provider can serve; otherwise a reason a user can act on."""
+    key_setting = KEY_SETTINGS.get(provider_name)
+    if key_setting and not getattr(settings, key_setting, ""):
+        return f"{key_setting} is not set"
+    provider = get_provider(provider_name)
+    if provider is None:
+        return f"the {provider_name} provider is not part of this build yet"
+    return provider.unavailable_reason()
+
+
+__all__ = ["Provider", "ProviderError", "get_provider", "register_provider", "unavailable_reason"]

@@ -1,0 +1,65 @@
+"""The one interface every provider implements."""
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of answer text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The final record of a generation: what the provider counted."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The provider is queueing this turn (e.g. the local model is busy)."""
+
+    message: str
+
+
+StreamItem = Delta | Usage | Waiting
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    usage: Usage
+
+
+class ProviderError(Exception):
+    """A provider failed; the message is safe to show to the user."""
+
+
+class Provider(ABC):
+    name: str = ""
+
+    def unavailable_reason(self) -> str | None:
+        """Why this provider cannot serve right now (missing key…), or None when it can."""
+        return None
+
+    @abstractmethod
+    def stream(self, model_id: str, messages: list[dict], *, max_tokens: int) -> AsyncIterator[StreamItem]:
+        """Yield Waiting/Delta items, then exactly one Usage. Closing the iterator stops the generation."""
+
+    async def complete(self, model_id: str, messages: list[dict], *, max_tokens: int) -> Completion:
+        parts: list[str] = []
+        usage = Usage(0, 0)
+        async for item in self.stream(model_id, messages, max_tokens=max_tokens):
+            if isinstance(item, Delta):
+                parts.append(item.text)
+            elif isinstance(item, Usage):
+                usage = item
+        return Completion("".join(parts), usage)
+
+    async def health(self) -> bool:
+        return self.unavailable_reason() is None

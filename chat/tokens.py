@@ -1,0 +1,41 @@
+"""Offline token arithmetic.
+
+No tokenizer file may be downloaded at run time, and each provider tokenizes differently, so budgets use a
+conservative estimate: 3 UTF-8 bytes per token (English averages about 4), plus a few tokens per message
+for the chat template. Over-estimating only trims history a little early; under-estimating would overflow.
+"""
+
+import math
+
+BYTES_PER_TOKEN = 3
+MESSAGE_OVERHEAD_TOKENS = 4
+
+
+def estimate_tokens(text: str) -> int:
+    return math.ceil(len(text.encode("utf-8")) / BYTES_PER_TOKEN)
+
+
+def estimate_message_tokens(message: dict) -> int:
+    return estimate_tokens(message.get("content") or "") + MESSAGE_OVERHEAD_TOKENS
+
+
+def answer_budget(context_limit: int, configured_max: int) -> int:
+    """Tokens reserved for the answer: the configured maximum, but never more than a quarter of the window."""
+    return max(16, min(configured_max, context_limit // 4))
+
+
+def fit_history(system: list[dict], history: list[tuple[dict, dict]], current: dict, limit: int) -> list[dict]:
+    """system + the newest whole turns of history that fit + current, within `limit` tokens."""
+    used = sum(map(estimate_message_tokens, system)) + estimate_message_tokens(current)
+    kept: list[tuple[dict, dict]] = []
+    for user_message, assistant_message in reversed(history):
+        cost = estimate_message_tokens(user_message) + estimate_message_tokens(assistant_message)
+        if used + cost > limit:
+            break
+        used += cost
+        kept.append((user_message, assistant_message))
+    messages = list(system)
+    for user_message, assistant_message in reversed(kept):
+        messages += [user_message, assistant_message]
+    messages.append(current)
+    return messages

@@ -1,0 +1,18 @@
+from django.urls import path
+
+from chat import views
+
+app_name = "chat"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("chat/", views.new_chat, name="new"),
+    path("chat/bookmarked/", views.bookmarked, name="bookmarked"),
+    path("chat/<uuid:chat_id>/", views.chat_page, name="chat"),
+    path("chat/<uuid:chat_id>/rename/", views.rename, name="rename"),
+    path("chat/<uuid:chat_id>/share/", views.toggle_share, name="share"),
+    path("chat/<uuid:chat_id>/bookmark/", views.toggle_bookmark, name="bookmark"),
+    path("chat/<uuid:chat_id>/delete/", views.delete, name="delete"),
+    path("share/<uuid:chat_id>/", views.public_chat_page, name="public"),
+    path("chat/sidebar/", views.sidebar, name="sidebar"),
+]

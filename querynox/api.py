@@ -1,0 +1,72 @@
+"""The JSON API root: mounts each app's router under /api/v1 and maps refusals to clear 4xx answers."""
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import connection
+from django.http import JsonResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, ValidationError
+
+from accounts.api import router as user_router
+from accounts.auth import API_AUTH
+from chat.api import public_router
+from chat.api import router as chat_router
+from chat.services import ChatError
+
+api = NinjaAPI(
+    title="QueryNox API",
+    version="1",
+    description="Chat with many models. Authenticate with `Authorization: Bearer <API key>` "
+    "(create keys on your account page).",
+    auth=API_AUTH,
+    urls_namespace="api",
+)
+api.add_router("/chat", chat_router)
+api.add_router("/user", user_router)
+api.add_router("/public", public_router)
+
+
+def _error(message: str, code: str, status: int, **extra):
+    return JsonResponse({"error": message, "code": code, **extra}, status=status)
+
+
+@api.exception_handler(ChatError)
+def on_chat_error(request, exc: ChatError):
+    return _error(exc.message, exc.code, exc.status)
+
+
+@api.exception_handler(ValidationError)
+def on_validation_error(request, exc: ValidationError):
+    problems = []
+    for error in exc.errors:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "payload"))
+        problems.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+    return _error("Invalid request: " + "; ".join(problems), "invalid_body", 400, details=exc.errors)
+
+
+@api.exception_handler(AuthenticationError)
+def on_unauthenticated(request, exc):
+    return _error("Authentication required: send `Authorization: Bearer <API key>`.", "unauthenticated", 401)
+
+
+@api.exception_handler(RequestDataTooBig)
+def on_too_big(request, exc):
+    return _error("The request body is too large.", "body_too_large", 413)
+
+
+@api.get("/health", auth=None, tags=["meta"], summary="Liveness: the database answers")
+def health(request):
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception:
+        return _error("The database is unreachable.", "unhealthy", 503, status="error")
+    return {"status": "ok"}
+
+
+@api.get("/help", auth=None, tags=["meta"], summary="Where the documentation is")
+def help_(request):
+    return {
+        "docs": request.build_absolute_uri("/api/v1/docs"),
+        "openapi": request.build_absolute_uri("/api/v1/openapi.json"),
+        "message": "Interactive API documentation is at /api/v1/docs.",
+    }

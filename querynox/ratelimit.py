@@ -1,0 +1,24 @@
+"""Fixed-window request counting in the shared cache (Redis in production, so limits hold across instances)."""
+
+import time
+
+from django.core.cache import cache
+
+
+def client_ip(request) -> str:
+    # Behind a proxy, deployers set the real client address in REMOTE_ADDR (daphne --proxy-headers).
+    return request.META.get("REMOTE_ADDR") or "unknown"
+
+
+def allow(scope: str, identity: str, limit: int, window_seconds: int) -> tuple[bool, int]:
+    """Count one request; returns (allowed, seconds until the window resets)."""
+    window = int(time.time() // window_seconds)
+    key = f"ratelimit:{scope}:{identity}:{window}"
+    cache.add(key, 0, timeout=window_seconds + 1)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=window_seconds + 1)
+        count = 1
+    retry_after = window_seconds - int(time.time() % window_seconds)
+    return count <= limit, retry_after

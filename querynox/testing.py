@@ -1,0 +1,98 @@
+"""Shared test helpers: a scripted provider behind the real provider interface, and catalog/user setup.
+
+Every app's tests import from here (and the root conftest.py exposes the fixtures)."""
+
+import asyncio
+import json
+
+from chat.models import AIModel
+from chat.providers import register_provider, unregister_provider
+from chat.providers.base import Delta, Provider, ProviderError, Usage, Waiting
+
+SCRIPTED_PROVIDER = "scripted"
+SCRIPTED_MODEL = "scripted-model"
+
+
+class ScriptedProvider(Provider):
+    """Answers with a scripted list of tokens, optionally slowly or failing; records what it was asked.
+
+    `gate`, when set, holds the stream before token number `gate_at` until the test releases it, so a test
+    can act (stop, disconnect, reload) at an exact point of the answer.
+    """
+
+    name = SCRIPTED_PROVIDER
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.tokens = ["Hello", ", ", "world", "!"]
+        self.delay = 0.0
+        self.fail_before_first = None  # message: raise before any token
+        self.fail_after = None  # (n, message): raise after n tokens
+        self.waiting_message = None
+        self.gate: asyncio.Event | None = None
+        self.gate_at = 0
+        self.calls: list[dict] = []
+        self.closed_early = 0
+        self.tokens_sent = 0
+
+    def hold_at(self, token_index: int) -> asyncio.Event:
+        self.gate = asyncio.Event()
+        self.gate_at = token_index
+        return self.gate
+
+    async def stream(self, model_id, messages, *, max_tokens):
+        self.calls.append({"model_id": model_id, "messages": messages, "max_tokens": max_tokens})
+        finished = False
+        try:
+            if self.waiting_message:
+                yield Waiting(self.waiting_message)
+            if self.fail_before_first:
+                raise ProviderError(self.fail_before_first)
+            for index, token in enumerate(self.tokens):
+                if self.gate is not None and index == self.gate_at:
+                    await self.gate.wait()
+                if self.fail_after and index == self.fail_after[0]:
+                    raise ProviderError(self.fail_after[1])
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                self.tokens_sent += 1
+                yield Delta(token)
+            yield Usage(input_tokens=sum(len(m["content"]) for m in messages), output_tokens=len(self.tokens))
+            finished = True
+        finally:
+            if not finished:
+                self.closed_early += 1
+
+
+def install_scripted_model(context_limit: int = 4096) -> tuple[ScriptedProvider, AIModel]:
+    provider = ScriptedProvider()
+    register_provider(SCRIPTED_PROVIDER, provider)
+    model, _ = AIModel.objects.update_or_create(
+        name=SCRIPTED_MODEL,
+        defaults={"full_name": "scripted-v1", "provider": SCRIPTED_PROVIDER, "context_limit": context_limit},
+    )
+    return provider, model
+
+
+def uninstall_scripted_model() -> None:
+    unregister_provider(SCRIPTED_PROVIDER)
+
+
+def parse_sse(body: str) -> list[dict]:
+    """The JSON events of an SSE body, in order; the closing [DONE] marker is kept as {'type': 'done'}."""
+    parsed = []
+    for frame in body.split("\n\n"):
+        for line in frame.splitlines():
+            if line.startswith("data: "):
+                data = line[len("data: ") :]
+                parsed.append({"type": "done"} if data == "[DONE]" else json.loads(data))
+    return parsed
+
+
+async def read_streaming(response) -> str:
+    chunks = []
+    async for chunk in response.streaming_content:
+        chunks.append(chunk.decode() if isinstance(chunk, bytes) else chunk)
+    return "".join(chunks)

@@ -1,0 +1,1 @@
+# Document and Chunk arrive with the RAG issue.
