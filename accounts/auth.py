@@ -2,6 +2,7 @@
 
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
+from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
 from ninja.security import HttpBearer, django_auth
 
 from accounts.services import user_for_api_key
@@ -48,3 +49,17 @@ class ApiKeyWebSocketMiddleware:
 def websocket_auth_stack(inner):
     # Session auth runs first and sets scope["user"]; a valid bearer key then takes precedence.
     return AuthMiddlewareStack(ApiKeyWebSocketMiddleware(inner))
+
+
+class BrowserOriginValidator(OriginValidator):
+    """Browsers always send Origin on WebSockets, so a foreign Origin is refused (cross-site socket hijacking).
+    Clients that send none are not browsers and cannot carry a victim's session cookie; they still need a key
+    or a session to get past the consumer."""
+
+    def valid_origin(self, parsed_origin):
+        return parsed_origin is None or super().valid_origin(parsed_origin)
+
+
+def websocket_origin_guard(inner):
+    allowed_hosts_validator = AllowedHostsOriginValidator(inner)
+    return BrowserOriginValidator(inner, allowed_hosts_validator.allowed_origins)

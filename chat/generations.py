@@ -101,13 +101,14 @@ async def follow(query_id: uuid.UUID, after_seq: int = 0) -> AsyncIterator[dict]
         async for event in generation.events_after(after_seq):
             yield event
         return
-    query = await ChatQuery.objects.select_related("chat").filter(pk=query_id).afirst()
+    saved = ChatQuery.objects.select_related("chat").filter(pk=query_id)
+    query = await saved.afirst()
     if query is None:
         yield events.error("That answer no longer exists.", "not_found", query_id)
         return
     if query.is_streaming and _single_instance():
         await _mark_interrupted(query_id)
-        await query.arefresh_from_db()
+        query = await saved.afirst()
     yield events.metadata(query)
     if query.response:
         yield events.content(query.response)

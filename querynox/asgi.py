@@ -6,14 +6,30 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "querynox.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from accounts.auth import websocket_auth_stack  # noqa: E402
+from accounts.auth import websocket_auth_stack, websocket_origin_guard  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(websocket_auth_stack(URLRouter(websocket_urlpatterns))),
+        "websocket": websocket_origin_guard(websocket_auth_stack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+
+def _preload_local_model():
+    import threading
+
+    from django.conf import settings
+
+    from chat.providers import get_provider
+
+    if settings.LOCAL_MODEL_PRELOAD:
+        local = get_provider("local")
+        if local is not None and local.unavailable_reason() is None:
+            # In the background, so the server accepts connections at once; the first turn then starts warm.
+            threading.Thread(target=local.load, name="local-model-preload", daemon=True).start()
+
+
+_preload_local_model()

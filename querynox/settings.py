@@ -123,6 +123,8 @@ LOCAL_MODEL_THREADS = env_int("LOCAL_MODEL_THREADS", 2, minimum=1)
 LOCAL_MODEL_CONTEXT = env_int("LOCAL_MODEL_CONTEXT", 2048, minimum=256)
 LOCAL_MODEL_MAX_CONCURRENT = env_int("LOCAL_MODEL_MAX_CONCURRENT", 1, minimum=1)
 LOCAL_MODEL_PRELOAD = env_bool("LOCAL_MODEL_PRELOAD", False)
+# Small models ramble at high temperatures; 0 makes answers repeatable.
+LOCAL_MODEL_TEMPERATURE = env_int("LOCAL_MODEL_TEMPERATURE_PERCENT", 30, minimum=0) / 100
 
 # Cloud providers: a model is available when its provider has a key.
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")

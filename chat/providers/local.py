@@ -70,6 +70,10 @@ class LocalProvider(Provider):
                 params.cpuparams.n_threads = settings.LOCAL_MODEL_THREADS
                 params.cpuparams_batch.n_threads = settings.LOCAL_MODEL_THREADS
                 params.warmup = False
+                # The GGUF's Jinja template injects a default system prompt that derails this 135M model
+                # ("capital of France" → gibberish); llama.cpp's built-in ChatML template answers correctly.
+                params.use_jinja = False
+                params.verbosity = 0  # llama.cpp's own log is plain text on stderr; ours is JSON on stdout
                 self._server = xllamacpp.Server(params)
                 logger.info("local model loaded", extra={"model_path": str(params.model.path)})
             return self._server
@@ -110,7 +114,12 @@ class LocalProvider(Provider):
         def run():
             try:
                 server.handle_chat_completions(
-                    {"messages": messages, "stream": True, "max_tokens": max_tokens}, on_chunk
+                    {
+                        "messages": messages,
+                        "stream": True,
+                        "max_tokens": max_tokens,
+                        "temperature": settings.LOCAL_MODEL_TEMPERATURE,
+                    }, on_chunk
                 )
             except Exception as exc:  # surfaced to the pipeline as a provider error
                 loop.call_soon_threadsafe(chunks.put_nowait, exc)

@@ -140,3 +140,18 @@ async def test_htmx_client_gets_out_of_band_fragments(scripted, owner_key):
     assert 'hx-swap-oob="beforeend:#answer-' in html
     assert 'id="chat-list"' in html
     await comm.disconnect()
+
+
+async def test_non_browser_clients_without_origin_may_connect_with_a_key(scripted, owner_key):
+    comm = WebsocketCommunicator(application, "/ws/chat/", headers=[(b"authorization", f"Bearer {owner_key}".encode())])
+    connected, _ = await comm.connect()
+    assert connected
+    await comm.send_json_to({"prompt": "Say hello"})
+    assert (await receive_until(comm, "complete"))[-1]["type"] == "complete"
+    await comm.disconnect()
+
+
+async def test_a_foreign_origin_is_refused_at_the_handshake(scripted, owner_key):
+    comm = communicator(owner_key, origin=b"https://evil.example")
+    connected, _ = await comm.connect()
+    assert not connected
