@@ -1,8 +1,10 @@
 import pytest
+from asgiref.sync import ThreadSensitiveContext
 from django.core.cache import cache
-from django.test import override_settings
+from django.test import AsyncClient, Client, override_settings
 
 from accounts.models import ApiKey, User
+from chat.models import Chat, ChatQuery
 from querynox.testing import SCRIPTED_MODEL, install_scripted_model, uninstall_scripted_model
 
 
@@ -11,6 +13,13 @@ def _clear_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing():
+    """Production hashing is deliberately slow; tests create many users, so they use a fast hasher."""
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 @pytest.fixture
@@ -37,6 +46,18 @@ def bearer(raw_key: str) -> dict:
     return {"Authorization": f"Bearer {raw_key}"}
 
 
+class ServerAsyncClient(AsyncClient):
+    """An AsyncClient that runs each request in its own thread-sensitive context, as Django's ASGIHandler does.
+
+    The plain AsyncClient skips that context, so sync middleware borrows asgiref's one global sync thread while
+    the async view runs; a non-streaming turn then waits on a generation whose database work is queued behind
+    that same thread, and deadlocks. Under the real server (daphne) each request has its own thread."""
+
+    async def request(self, **request):
+        async with ThreadSensitiveContext():
+            return await super().request(**request)
+
+
 @pytest.fixture
 def scripted(db):
     """The scripted provider as the default model; fast flushes so persistence is observable."""
@@ -44,3 +65,66 @@ def scripted(db):
     with override_settings(DEFAULT_MODEL=SCRIPTED_MODEL, RESPONSE_FLUSH_SECONDS=0.01):
         yield provider
     uninstall_scripted_model()
+
+
+@pytest.fixture
+def owner_client(owner):
+    """A browser session logged in as `owner` (for the HTMX pages)."""
+    client = Client()
+    client.force_login(owner)
+    return client
+
+
+@pytest.fixture
+def other_client(other):
+    client = Client()
+    client.force_login(other)
+    return client
+
+
+@pytest.fixture
+def make_chat(db):
+    """Build a chat straight in the database: make_chat(user, [(prompt, answer), ...], **chat_fields).
+
+    Every turn is saved `complete`; pass status=... in a turn's third item to change that."""
+
+    def make(user, turns=(("First question", "First answer"),), **fields):
+        fields.setdefault("title", turns[0][0] if turns else "New Chat")
+        fields.setdefault("model", SCRIPTED_MODEL)
+        chat = Chat.objects.create(owner=user, **fields)
+        for prompt, response, *status in turns:
+            ChatQuery.objects.create(
+                chat=chat,
+                prompt=prompt,
+                response=response,
+                model=chat.model,
+                system_prompt=chat.system_prompt,
+                status=status[0] if status else ChatQuery.Status.COMPLETE,
+            )
+        return chat
+
+    return make
+
+
+# --- a real server for end-to-end tests (chat/tests/test_live_server.py, test_browser.py) ---------------------
+
+
+@pytest.fixture(scope="session")
+def daphne_server(tmp_path_factory):
+    """A real daphne process on 127.0.0.1 (free port) with its own SQLite file and the real local model.
+
+    Session-scoped: it starts once (migrate, collectstatic, model preload) for every live test, and stops at the
+    end. Make users and API keys in its database with `daphne_server.create_user_with_key(email, password)`."""
+    from querynox.live import LiveServer
+
+    # One llama.cpp thread: on 2 cores shared with pytest and Chromium, two threads spinning on each other's
+    # barriers run 3x slower than one (see bench/README.md), which would make the browser tests slow and jittery.
+    server = LiveServer(tmp_path_factory.mktemp("live-server"), extra_env={"LOCAL_MODEL_THREADS": "1"}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def live_server_url(daphne_server):
+    """The base URL of the real server, e.g. http://127.0.0.1:41234 (no trailing slash)."""
+    return daphne_server.url

@@ -49,8 +49,11 @@ class HtmxFramer:
 
     async def started(self, query) -> list[str]:
         turn = self._render("chat/_turn.html", {"q": query, "live": True})
+        # A first turn sent from /chat/ has no header yet: rename, share, bookmark and delete appear with the chat.
+        header = self._render("chat/_header.html", {"chat": query.chat, "oob": True})
         return [
             f'<div id="messages" hx-swap-oob="beforeend">{turn}</div>',
+            header,
             '<div id="empty-state" hx-swap-oob="outerHTML"></div>',
             '<div id="composer-error" class="composer-error" hx-swap-oob="outerHTML"></div>',
         ]

@@ -4,7 +4,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import connection
 from django.http import JsonResponse
 from ninja import NinjaAPI
-from ninja.errors import AuthenticationError, ValidationError
+from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from accounts.api import router as user_router
 from accounts.auth import API_AUTH
@@ -46,6 +46,12 @@ def on_validation_error(request, exc: ValidationError):
 @api.exception_handler(AuthenticationError)
 def on_unauthenticated(request, exc):
     return _error("Authentication required: send `Authorization: Bearer <API key>`.", "unauthenticated", 401)
+
+
+@api.exception_handler(HttpError)
+def on_http_error(request, exc: HttpError):
+    # ninja's own refusals (an unparseable body is a 400) get the same error shape as ours.
+    return _error(str(exc), "invalid_body" if exc.status_code == 400 else "http_error", exc.status_code)
 
 
 @api.exception_handler(RequestDataTooBig)

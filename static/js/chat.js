@@ -20,6 +20,8 @@
   document.addEventListener("DOMContentLoaded", scrollToEnd);
 
   function onSwap(event) {
+    // detail.target is the element that was swapped; after an outerHTML swap it is the old, detached one,
+    // so values are read from the live document instead.
     var target = event.detail && event.detail.target;
     if (!target) return;
     if (target.id === "messages") {
@@ -28,7 +30,8 @@
       if (prompt) prompt.value = "";
     }
     if (target.id === "chat-location") {
-      var url = target.getAttribute("data-url");
+      var marker = document.getElementById("chat-location");
+      var url = marker && marker.getAttribute("data-url");
       if (url && window.location.pathname !== url) window.history.replaceState({}, "", url);
     }
     scrollToEnd();

@@ -1,0 +1,45 @@
+# QueryNox: one container serving HTTP + WebSockets with daphne on port 8000.
+# With no environment set it runs on embedded defaults (SQLite, in-memory channel layer, the local CPU model);
+# set DATABASE_URL, SECRET_KEY, ALLOWED_HOSTS, ... as described in README.md.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# libgomp1: OpenMP runtime that the llama.cpp build in xllamacpp links against.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN groupadd --system --gid 10001 querynox \
+    && useradd --system --uid 10001 --gid querynox --home-dir /app --shell /usr/sbin/nologin querynox
+
+WORKDIR /app
+
+COPY requirements.txt requirements-nodeps.txt ./
+RUN pip install -r requirements.txt \
+    && pip install --no-deps -r requirements-nodeps.txt
+
+# The code stays root-owned (read-only for the app user); only data/ is writable.
+COPY . .
+
+# Static files are collected into the image (served by WhiteNoise).
+# /app/data holds the SQLite database and uploaded media; media/ points into it so one volume keeps both.
+RUN python manage.py collectstatic --noinput -v 0 \
+    && mkdir -p /app/data/media \
+    && rm -rf /app/media && ln -s /app/data/media /app/media \
+    && chown -R querynox:querynox /app/data
+
+ENV DATABASE_URL=sqlite:////app/data/db.sqlite3
+VOLUME ["/app/data"]
+
+USER querynox
+EXPOSE 8000
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/api/v1/health', timeout=4).status == 200 else 1)"]
+
+ENTRYPOINT ["/app/scripts/docker-entrypoint.sh"]
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "querynox.asgi:application"]
