@@ -62,7 +62,14 @@ class ServerAsyncClient(AsyncClient):
 def scripted(db):
     """The scripted provider as the default model; fast flushes so persistence is observable."""
     provider, _ = install_scripted_model()
-    with override_settings(DEFAULT_MODEL=SCRIPTED_MODEL, RESPONSE_FLUSH_SECONDS=0.01):
+    # No fallbacks and no chat naming unless a test asks: they would otherwise call the real local model.
+    with override_settings(
+        DEFAULT_MODEL=SCRIPTED_MODEL,
+        RESPONSE_FLUSH_SECONDS=0.01,
+        FALLBACK_MODELS=[],
+        UTILITY_MODELS=[SCRIPTED_MODEL],
+        CHAT_NAMING=False,
+    ):
         yield provider
     uninstall_scripted_model()
 

@@ -53,6 +53,8 @@ class Chat(models.Model):
     web_search = models.BooleanField(default=False)
     shared = models.BooleanField(default=False)
     bookmarked = models.BooleanField(default=False)
+    summary = models.TextField(blank=True, help_text="A summary of the turns up to summary_until")
+    summary_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

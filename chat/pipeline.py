@@ -1,6 +1,7 @@
 """The one turn pipeline: an async generator of events, consumed (through chat.generations) by every transport."""
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -9,10 +10,11 @@ from django.conf import settings
 from django.core.cache import cache
 
 from chat import events
-from chat.models import ChatQuery
-from chat.providers import ProviderError, get_provider
+from chat.assist import name_chat, summarise, utility_model
+from chat.models import AIModel, Chat, ChatQuery
+from chat.providers import ProviderError, get_provider, unavailable_reason
 from chat.providers.base import Delta, Usage, Waiting
-from chat.services import PreparedTurn, public_chat_cache_key
+from chat.services import PreparedTurn, public_chat_cache_key, token_budget
 from chat.tokens import fit_history
 
 logger = logging.getLogger("querynox.turn")
@@ -45,14 +47,25 @@ class ResponseWriter:
             await ChatQuery.objects.filter(pk=self.query_id, status=ChatQuery.Status.STREAMING).aupdate(response=text)
             self._saved_length = len(text)
 
-    async def finish(self, status: str, error: str = "", usage: Usage | None = None) -> dict:
+    async def finish(
+        self, status: str, error: str = "", usage: Usage | None = None, answered_by=None, failures=()
+    ) -> dict:
         """Write the final state once; a query that already left `streaming` is never overwritten."""
         query = await ChatQuery.objects.aget(pk=self.query_id)
         metadata = dict(query.metadata)
+        changes = {}
         if usage is not None:
             metadata["usage"] = {"inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens}
+        if failures:
+            metadata["fallbacks"] = list(failures)
+        if answered_by is not None and answered_by.name != query.model:
+            # The query records the model that actually answered; the one asked for stays in metadata.
+            metadata["requestedModel"] = query.model
+            changes["model"] = answered_by.name
+        if answered_by is not None:
+            metadata["provider"] = answered_by.provider
         await ChatQuery.objects.filter(pk=self.query_id, status=ChatQuery.Status.STREAMING).aupdate(
-            response=self.text, status=status, error=error, metadata=metadata
+            response=self.text, status=status, error=error, metadata=metadata, **changes
         )
         query = await ChatQuery.objects.aget(pk=self.query_id)
         return query.as_dict()
@@ -81,18 +94,72 @@ async def until_stopped(items: AsyncIterator, stop: asyncio.Event) -> AsyncItera
         await items.aclose()
 
 
-async def load_history(query: ChatQuery) -> list[tuple[dict, dict]]:
-    """Earlier turns of the chat that have an answer, oldest first."""
+async def load_history(query: ChatQuery, after=None) -> list[tuple[dict, dict]]:
+    """Earlier turns of the chat that have an answer (after `after`, the end of the stored summary), oldest first."""
+    earlier = ChatQuery.objects.filter(chat_id=query.chat_id, created_at__lt=query.created_at).exclude(response="")
+    if after is not None:
+        earlier = earlier.filter(created_at__gt=after)
     history = []
-    earlier = (
-        ChatQuery.objects.filter(chat_id=query.chat_id, created_at__lt=query.created_at)
-        .exclude(response="")
-        .order_by("created_at")
-        .only("prompt", "response")
-    )
-    async for past in earlier:
+    async for past in earlier.order_by("created_at").only("prompt", "response", "created_at"):
         history.append(({"role": "user", "content": past.prompt}, {"role": "assistant", "content": past.response}))
+        # Kept beside the message (and stripped before sending) so a summary can say up to when it covers.
+        history[-1][0]["at"] = past.created_at
     return history
+
+
+def summary_exchange(summary: str) -> list[dict]:
+    # The seed's framing: the summary arrives as a user message the assistant acknowledges.
+    if not summary:
+        return []
+    return [
+        {"role": "user", "content": f"Summary of our conversation so far: {summary}"},
+        {"role": "assistant", "content": "Summary noted."},
+    ]
+
+
+def _wire(messages: list[dict]) -> list[dict]:
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+async def fallback_candidates(requested: AIModel) -> list[AIModel]:
+    """The requested model, then each configured fallback that is enabled and available, without repeats."""
+    candidates = [requested]
+    for name in settings.FALLBACK_MODELS:
+        if name == requested.name:
+            continue
+        model = await AIModel.objects.filter(name=name, enabled=True, category=AIModel.Category.TEXT).afirst()
+        if model is not None and unavailable_reason(model.provider) is None:
+            candidates.append(model)
+    return candidates
+
+
+class _BuildContext:
+    """Messages for one model: system prompt, stored summary, the newest turns that fit, the new prompt.
+
+    When older turns no longer fit the requested model, they are folded into the chat's stored summary once
+    (by a cheap model), so later turns reuse it instead of summarising again."""
+
+    def __init__(self, query: ChatQuery):
+        self.query = query
+        self.chat: Chat = query.chat
+        self.system = [{"role": "system", "content": query.system_prompt}] if query.system_prompt else []
+        self.current = {"role": "user", "content": query.prompt}
+
+    async def load(self):
+        self.turns = await load_history(self.query, self.chat.summary_until)
+
+    def for_budget(self, budget: int) -> tuple[list[dict], int]:
+        return fit_history(self.system + summary_exchange(self.chat.summary), self.turns, self.current, budget)
+
+    async def fold_into_summary(self, dropped: int) -> None:
+        model = await utility_model(settings.UTILITY_MODELS)
+        if model is None:
+            raise ProviderError("no summarising model is available")
+        old, self.turns = self.turns[:dropped], self.turns[dropped:]
+        summary = await summarise(model, self.chat.summary, old)
+        until = old[-1][0]["at"]
+        await Chat.objects.filter(pk=self.chat.pk).aupdate(summary=summary, summary_until=until)
+        self.chat.summary, self.chat.summary_until = summary, until
 
 
 async def run_turn(query: ChatQuery, turn: PreparedTurn, stop: asyncio.Event) -> AsyncIterator[dict]:
@@ -103,33 +170,68 @@ async def run_turn(query: ChatQuery, turn: PreparedTurn, stop: asyncio.Event) ->
     usage: Usage | None = None
     first_token_at: float | None = None
     outcome = ChatQuery.Status.ERROR
+    failures: list[dict] = []
     try:
         yield events.status("Loading chat…")
         yield events.metadata(query)
-        history = await load_history(query)
-        system = [{"role": "system", "content": query.system_prompt}] if query.system_prompt else []
-        messages = fit_history(system, history, {"role": "user", "content": query.prompt}, turn.context_budget)
-        provider = get_provider(model.provider)
-        if provider is None:
-            raise ProviderError(f"No provider is configured for {model.name}.")
-        yield events.status("Generating…")
-        stream = provider.stream(model.full_name, messages, max_tokens=turn.max_tokens)
-        async for item in until_stopped(stream, stop):
-            if isinstance(item, Delta):
-                if first_token_at is None:
-                    first_token_at = time.monotonic()
-                writer.append(item.text)
-                yield events.content(item.text)
-                await writer.maybe_flush()
-            elif isinstance(item, Usage):
-                usage = item
-            elif isinstance(item, Waiting):
-                yield events.status(item.message)
+        context = _BuildContext(query)
+        await context.load()
+        messages, dropped = context.for_budget(turn.context_budget)
+        if dropped:
+            yield events.status("Summarising the earlier conversation…")
+            try:
+                await context.fold_into_summary(dropped)
+                messages, _ = context.for_budget(turn.context_budget)
+            except ProviderError as exc:
+                yield events.status(
+                    f"Could not summarise the earlier conversation ({exc}); leaving its oldest part out."
+                )
+
+        candidates = await fallback_candidates(model)
+        for position, candidate in enumerate(candidates):
+            model = candidate
+            provider = get_provider(candidate.provider)
+            if candidate is not turn.ai_model:
+                _, max_tokens, budget = token_budget(candidate)
+                messages, _ = context.for_budget(budget)
+            else:
+                max_tokens = turn.max_tokens
+            yield events.status("Generating…")
+            try:
+                if provider is None:
+                    raise ProviderError(f"no provider is configured for {candidate.name}")
+                stream = provider.stream(candidate.full_name, _wire(messages), max_tokens=max_tokens)
+                async for item in until_stopped(stream, stop):
+                    if isinstance(item, Delta):
+                        if first_token_at is None:
+                            first_token_at = time.monotonic()
+                        writer.append(item.text)
+                        yield events.content(item.text)
+                        await writer.maybe_flush()
+                    elif isinstance(item, Usage):
+                        usage = item
+                    elif isinstance(item, Waiting):
+                        yield events.status(item.message)
+                break
+            except ProviderError as exc:
+                # After the first token a fallback would splice two models' text into one answer: never.
+                if writer.parts or position == len(candidates) - 1:
+                    raise
+                failures.append({"model": candidate.name, "provider": candidate.provider, "error": str(exc)})
+                following = candidates[position + 1]
+                logger.warning(
+                    "provider failed; falling back",
+                    extra={"model": candidate.name, "provider": candidate.provider, "fallback": following.name},
+                )
+                yield events.status(f"{candidate.name} failed: {exc}. Answering with {following.name}.")
+
         outcome = ChatQuery.Status.STOPPED if stop.is_set() else ChatQuery.Status.COMPLETE
-        saved = await writer.finish(outcome, usage=usage)
+        saved = await writer.finish(outcome, usage=usage, answered_by=model, failures=failures)
         yield events.complete(saved, saved["metadata"].get("usage"))
+        if settings.CHAT_NAMING and outcome == ChatQuery.Status.COMPLETE:
+            _name_first_turn(query, writer.text)
     except ProviderError as exc:
-        await writer.finish(ChatQuery.Status.ERROR, error=str(exc), usage=usage)
+        await writer.finish(ChatQuery.Status.ERROR, error=str(exc), usage=usage, answered_by=model, failures=failures)
         yield events.error(str(exc), "provider_error", query.id)
     except Exception:
         logger.exception("turn failed", extra={"query_id": str(query.id)})
@@ -145,9 +247,29 @@ async def run_turn(query: ChatQuery, turn: PreparedTurn, stop: asyncio.Event) ->
                 "model": model.name,
                 "provider": model.provider,
                 "outcome": outcome,
+                "fallbacks": len(failures),
                 "input_tokens": usage.input_tokens if usage else None,
                 "output_tokens": usage.output_tokens if usage else None,
                 "first_token_ms": round((first_token_at - started) * 1000) if first_token_at else None,
                 "duration_ms": round((time.monotonic() - started) * 1000),
             },
         )
+
+
+_naming_tasks: set[asyncio.Task] = set()
+
+
+def _name_first_turn(query: ChatQuery, answer: str) -> None:
+    """After a chat's first answer, name the chat in the background: the answer is never delayed by it."""
+    if query.chat.name != query.chat.title:
+        return  # already named (or renamed)
+
+    async def name():
+        if await ChatQuery.objects.filter(chat_id=query.chat_id, created_at__lt=query.created_at).aexists():
+            return
+        await name_chat(query.chat_id, query.prompt, answer, settings.UTILITY_MODELS)
+        await cache.adelete(public_chat_cache_key(query.chat_id))
+
+    task = asyncio.get_running_loop().create_task(name(), context=contextvars.Context())
+    _naming_tasks.add(task)
+    task.add_done_callback(_naming_tasks.discard)

@@ -119,14 +119,19 @@ def check_model(name: str) -> AIModel:
     return model
 
 
-def check_turn(user, request: TurnRequest) -> PreparedTurn:
-    chat = get_owned_chat(user, request.chat_id) if request.chat_id else None
-    model = check_model(request.model or (chat.model if chat else None) or default_model_name())
+def token_budget(model: AIModel) -> tuple[int, int, int]:
+    """(context window, tokens reserved for the answer, tokens left for the prompt and history)."""
     limit = model.context_limit
     if model.provider == AIModel.Provider.LOCAL:
         limit = min(limit, settings.LOCAL_MODEL_CONTEXT)
     max_tokens = answer_budget(limit, settings.ANSWER_MAX_TOKENS)
-    budget = limit - max_tokens
+    return limit, max_tokens, limit - max_tokens
+
+
+def check_turn(user, request: TurnRequest) -> PreparedTurn:
+    chat = get_owned_chat(user, request.chat_id) if request.chat_id else None
+    model = check_model(request.model or (chat.model if chat else None) or default_model_name())
+    limit, max_tokens, budget = token_budget(model)
     system_prompt = request.system_prompt if request.system_prompt is not None else (chat.system_prompt if chat else "")
     needed = estimate_message_tokens({"content": request.prompt}) + (
         estimate_message_tokens({"content": system_prompt}) if system_prompt else 0

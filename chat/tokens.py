@@ -24,8 +24,11 @@ def answer_budget(context_limit: int, configured_max: int) -> int:
     return max(16, min(configured_max, context_limit // 4))
 
 
-def fit_history(system: list[dict], history: list[tuple[dict, dict]], current: dict, limit: int) -> list[dict]:
-    """system + the newest whole turns of history that fit + current, within `limit` tokens."""
+def fit_history(
+    system: list[dict], history: list[tuple[dict, dict]], current: dict, limit: int
+) -> tuple[list[dict], int]:
+    """system + the newest whole turns of history that fit + current, within `limit` tokens; and how many of the
+    oldest turns were left out."""
     used = sum(map(estimate_message_tokens, system)) + estimate_message_tokens(current)
     kept: list[tuple[dict, dict]] = []
     for user_message, assistant_message in reversed(history):
@@ -38,4 +41,4 @@ def fit_history(system: list[dict], history: list[tuple[dict, dict]], current: d
     for user_message, assistant_message in reversed(kept):
         messages += [user_message, assistant_message]
     messages.append(current)
-    return messages
+    return messages, len(history) - len(kept)

@@ -139,6 +139,11 @@ OPENROUTER_API_KEY = env_str("OPENROUTER_API_KEY")
 OPENROUTER_BASE_URL = env_str("OPENROUTER_BASE_URL")
 
 DEFAULT_MODEL = env_str("DEFAULT_MODEL", "smollm2-135m")
+# Tried in order, after the requested model, when a model fails before its first token (the seed's fallback).
+FALLBACK_MODELS = env_list("FALLBACK_MODELS", ["gpt-3.5-turbo", "smollm2-135m"])
+# Cheap models for summaries of long chats and for chat names: the first available one is used.
+UTILITY_MODELS = env_list("UTILITY_MODELS", ["gpt-3.5-turbo", "smollm2-135m"])
+CHAT_NAMING = env_bool("CHAT_NAMING", True)
 ANSWER_MAX_TOKENS = env_int("ANSWER_MAX_TOKENS", 512, minimum=16)
 # The growing answer is written to the database at most this often (never per token).
 RESPONSE_FLUSH_SECONDS = env_int("RESPONSE_FLUSH_MS", 250, minimum=10) / 1000

@@ -66,18 +66,20 @@ class ScriptedProvider(Provider):
                 self.closed_early += 1
 
 
-def install_scripted_model(context_limit: int = 4096) -> tuple[ScriptedProvider, AIModel]:
+def install_scripted_model(
+    context_limit: int = 4096, name: str = SCRIPTED_MODEL, provider_name: str = SCRIPTED_PROVIDER
+) -> tuple[ScriptedProvider, AIModel]:
     provider = ScriptedProvider()
-    register_provider(SCRIPTED_PROVIDER, provider)
+    register_provider(provider_name, provider)
     model, _ = AIModel.objects.update_or_create(
-        name=SCRIPTED_MODEL,
-        defaults={"full_name": "scripted-v1", "provider": SCRIPTED_PROVIDER, "context_limit": context_limit},
+        name=name,
+        defaults={"full_name": f"{name}-v1", "provider": provider_name, "context_limit": context_limit},
     )
     return provider, model
 
 
-def uninstall_scripted_model() -> None:
-    unregister_provider(SCRIPTED_PROVIDER)
+def uninstall_scripted_model(provider_name: str = SCRIPTED_PROVIDER) -> None:
+    unregister_provider(provider_name)
 
 
 def parse_sse(body: str) -> list[dict]:

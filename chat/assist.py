@@ -1,0 +1,85 @@
+"""Work done by a cheap utility model around a turn: summaries of long chats and short chat names."""
+
+import logging
+
+from chat.models import AIModel, Chat
+from chat.providers import ProviderError, get_provider, unavailable_reason
+from chat.services import token_budget
+from chat.tokens import BYTES_PER_TOKEN
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_MAX_TOKENS = 300
+NAME_MAX_TOKENS = 16
+NAME_MAX_CHARS = 60
+
+
+async def utility_model(names: list[str]) -> AIModel | None:
+    """The first enabled, available text model among `names`."""
+    for name in names:
+        model = await AIModel.objects.filter(name=name, enabled=True, category=AIModel.Category.TEXT).afirst()
+        if model is not None and unavailable_reason(model.provider) is None:
+            return model
+    return None
+
+
+def _clip_to_tokens(text: str, tokens: int) -> str:
+    """Keep the end of `text` within about `tokens` tokens (the newest part matters most)."""
+    limit = max(0, tokens) * BYTES_PER_TOKEN
+    data = text.encode("utf-8")
+    return text if len(data) <= limit else data[-limit:].decode("utf-8", errors="ignore")
+
+
+async def _complete(model: AIModel, instruction: str, material: str, max_tokens: int) -> str:
+    provider = get_provider(model.provider)
+    if provider is None:
+        raise ProviderError(f"No provider is configured for {model.name}.")
+    _, _, budget = token_budget(model)
+    material = _clip_to_tokens(material, budget - max_tokens - 100)
+    messages = [{"role": "system", "content": instruction}, {"role": "user", "content": material}]
+    completion = await provider.complete(model.full_name, messages, max_tokens=max_tokens)
+    return completion.text.strip()
+
+
+async def summarise(model: AIModel, previous_summary: str, turns: list[tuple[dict, dict]]) -> str:
+    lines = [f"Earlier summary: {previous_summary}"] if previous_summary else []
+    for user_message, assistant_message in turns:
+        lines.append(f"User: {user_message['content']}")
+        lines.append(f"Assistant: {assistant_message['content']}")
+    summary = await _complete(
+        model,
+        "Summarise this conversation in a short paragraph. Keep names, numbers, decisions and open questions.",
+        "\n".join(lines),
+        SUMMARY_MAX_TOKENS,
+    )
+    if not summary:
+        raise ProviderError(f"{model.name} returned an empty summary.")
+    return summary
+
+
+def clean_chat_name(raw: str) -> str:
+    name = " ".join(raw.replace("\n", " ").split()).strip(" \"'`*#.:")
+    if name.lower().startswith("title"):
+        name = name[5:].lstrip(" :-")
+    return name[:NAME_MAX_CHARS]
+
+
+async def name_chat(chat_id, prompt: str, answer: str, model_names: list[str]) -> str | None:
+    """Give the chat a short descriptive name; failures leave the title-based name in place."""
+    model = await utility_model(model_names)
+    if model is None:
+        return None
+    try:
+        raw = await _complete(
+            model,
+            "Reply with a short title (at most 6 words) for a chat that starts like this. Reply with the title only.",
+            f"User: {prompt}\nAssistant: {answer}",
+            NAME_MAX_TOKENS,
+        )
+    except ProviderError as exc:
+        logger.info("chat naming failed", extra={"chat_id": str(chat_id), "reason": str(exc)})
+        return None
+    name = clean_chat_name(raw)
+    if name:
+        await Chat.objects.filter(pk=chat_id).aupdate(name=name)
+    return name or None
