@@ -135,3 +135,75 @@ def daphne_server(tmp_path_factory):
 def live_server_url(daphne_server):
     """The base URL of the real server, e.g. http://127.0.0.1:41234 (no trailing slash)."""
     return daphne_server.url
+
+
+# --- a real S3 API (moto's server) on loopback, for the S3/R2 storage path ---------------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = Path(sys.executable).with_name("moto_server")
+    process = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        process.kill()
+        raise RuntimeError("moto_server did not start")
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_storage(moto_endpoint, settings):
+    """Default storage switched to S3Storage against moto, with a fresh bucket; yields a boto3 client."""
+    import uuid
+
+    import boto3
+
+    bucket = f"qnx-{uuid.uuid4().hex[:12]}"
+    credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"}
+    client = boto3.client("s3", endpoint_url=moto_endpoint, **credentials)
+    client.create_bucket(Bucket=bucket)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": bucket,
+                "endpoint_url": moto_endpoint,
+                "access_key": "test",
+                "secret_key": "test",
+                "region_name": "us-east-1",
+                "file_overwrite": False,
+            },
+        },
+    }
+    client.bucket = bucket
+    return client
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """When a test that used the real server fails, show the end of the server's log with the failure."""
+    outcome = yield
+    report = outcome.get_result()
+    server = getattr(item, "funcargs", {}).get("daphne_server")
+    if report.failed and server is not None:
+        report.sections.append(("daphne log (last lines)", server.log_tail(60)))

@@ -5,13 +5,14 @@ import json
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
-from django.http import HttpResponse, JsonResponse
+from django.http import FileResponse, HttpResponse, JsonResponse
 from ninja import Router, Schema
 
 from chat import services
 from chat.catalog import catalog
 from chat.events import TERMINAL_TYPES
 from chat.generations import begin_turn, follow, stop_generation
+from chat.images import ImageKeyError, open_image
 from chat.models import Chat
 from chat.services import ChatError
 from chat.sse import sse_response
@@ -172,3 +173,14 @@ def get_public_chat(request, chat_id: str):
         response["Retry-After"] = str(retry_after)
         return response
     return public_chat_payload(chat_id)
+
+
+@public_router.get("/images/download/{path:key}", auth=None, summary="Download a generated image")
+def download_image(request, key: str, inline: bool = False):
+    try:
+        image = open_image(key)
+    except (ImageKeyError, FileNotFoundError):
+        return JsonResponse({"error": "Image not found.", "code": "not_found"}, status=404)
+    response = FileResponse(image, content_type="image/png", as_attachment=not inline, filename=key.rsplit("/", 1)[-1])
+    response["Cache-Control"] = "private, max-age=86400"
+    return response

@@ -77,11 +77,13 @@ class HtmxFramer:
             ]
         if kind == "complete":
             label = "Stopped." if event["status"] == "stopped" else ""
-            return [
-                _status(query_id, label),
-                _controls_cleared(query_id),
-                await self._sidebar(event["query"]["chatId"]),
-            ]
+            frames = [_status(query_id, label), _controls_cleared(query_id)]
+            images = event["query"]["metadata"].get("images")
+            if images:
+                frames.append(
+                    self._render("chat/_images.html", {"images": images, "query_id": query_id, "oob": True})
+                )
+            return frames + [await self._sidebar(event["query"]["chatId"])]
         if kind == "error":
             return [_status(query_id, event["message"], "status error"), _controls_cleared(query_id)]
         return []

@@ -6,11 +6,13 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 
 from chat import events
 from chat.assist import name_chat, summarise, utility_model
+from chat.images import image_urls, store_image
 from chat.models import AIModel, Chat, ChatQuery
 from chat.providers import ProviderError, get_provider, unavailable_reason
 from chat.providers.base import Delta, Usage, Waiting
@@ -48,7 +50,7 @@ class ResponseWriter:
             self._saved_length = len(text)
 
     async def finish(
-        self, status: str, error: str = "", usage: Usage | None = None, answered_by=None, failures=()
+        self, status: str, error: str = "", usage: Usage | None = None, answered_by=None, failures=(), images=()
     ) -> dict:
         """Write the final state once; a query that already left `streaming` is never overwritten."""
         query = await ChatQuery.objects.aget(pk=self.query_id)
@@ -58,6 +60,8 @@ class ResponseWriter:
             metadata["usage"] = {"inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens}
         if failures:
             metadata["fallbacks"] = list(failures)
+        if images:
+            metadata["images"] = list(images)
         if answered_by is not None and answered_by.name != query.model:
             # The query records the model that actually answered; the one asked for stays in metadata.
             metadata["requestedModel"] = query.model
@@ -174,6 +178,15 @@ async def run_turn(query: ChatQuery, turn: PreparedTurn, stop: asyncio.Event) ->
     try:
         yield events.status("Loading chat…")
         yield events.metadata(query)
+        if model.category == AIModel.Category.IMAGE:
+            yield events.status("Generating image…")
+            text, images = await _generate_image(query, model)
+            writer.append(text)
+            yield events.content(text)
+            saved = await writer.finish(ChatQuery.Status.COMPLETE, answered_by=model, images=images)
+            outcome = ChatQuery.Status.COMPLETE
+            yield events.complete(saved, None)
+            return
         context = _BuildContext(query)
         await context.load()
         messages, dropped = context.for_budget(turn.context_budget)
@@ -254,6 +267,18 @@ async def run_turn(query: ChatQuery, turn: PreparedTurn, stop: asyncio.Event) ->
                 "duration_ms": round((time.monotonic() - started) * 1000),
             },
         )
+
+
+async def _generate_image(query: ChatQuery, model: AIModel) -> tuple[str, list[dict]]:
+    provider = get_provider(model.provider)
+    if provider is None:
+        raise ProviderError(f"no provider is configured for {model.name}")
+    image = await provider.generate_image(model.full_name, query.prompt)
+    try:
+        key = await sync_to_async(store_image)(query.chat.owner_id, image.png)
+    except ValueError as exc:
+        raise ProviderError(str(exc)) from None
+    return image.revised_prompt or "Here is your image.", [image_urls(key)]
 
 
 _naming_tasks: set[asyncio.Task] = set()

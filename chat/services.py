@@ -111,8 +111,6 @@ def check_model(name: str) -> AIModel:
         raise ChatError(f"Unknown model “{name}”. GET /api/v1/chat/models lists them.", code="unknown_model")
     if not model.enabled:
         raise ChatError(f"The model “{name}” is disabled.", code="model_disabled")
-    if model.category != AIModel.Category.TEXT:
-        raise ChatError(f"“{name}” generates images, which this server does not offer yet.", code="model_unavailable")
     reason = unavailable_reason(model.provider)
     if reason:
         raise ChatError(f"The model “{name}” is unavailable: {reason}.", code="model_unavailable")

@@ -104,6 +104,22 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# S3 or Cloudflare R2 (the seed's R2_* names are accepted): generated images go there instead of media/.
+S3_BUCKET = env_str("S3_BUCKET") or env_str("R2_BUCKET_NAME")
+if S3_BUCKET:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": S3_BUCKET,
+            "endpoint_url": env_str("S3_ENDPOINT_URL") or env_str("R2_ENDPOINT") or None,
+            "access_key": env_str("S3_ACCESS_KEY_ID") or env_str("R2_ACCESS_KEY_ID") or None,
+            "secret_key": env_str("S3_SECRET_ACCESS_KEY") or env_str("R2_SECRET_ACCESS_KEY") or None,
+            "region_name": env_str("S3_REGION", "auto"),
+            "default_acl": None,
+            "file_overwrite": False,
+            "querystring_auth": True,
+        },
+    }
 
 # Request bodies: a turn is a prompt plus a few fields; files arrive with the RAG issue.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 1_000_000, minimum=1024)
@@ -136,7 +152,23 @@ GROQ_BASE_URL = env_str("GROQ_BASE_URL")
 GEMINI_API_KEY = env_str("GEMINI_API_KEY")
 GEMINI_BASE_URL = env_str("GEMINI_BASE_URL")
 OPENROUTER_API_KEY = env_str("OPENROUTER_API_KEY")
-OPENROUTER_BASE_URL = env_str("OPENROUTER_BASE_URL")
+OPENROUTER_BASE_URL = env_str("OPENROUTER_BASE_URL")  # empty: OpenRouter's public API
+# A self-hosted OpenAI-compatible server (llama.cpp, vLLM, Ollama…): available when its base URL is set (e.g.
+# http://127.0.0.1:8080/v1); the key is optional. Its models are listed from the server's /models.
+OPENAI_COMPATIBLE_BASE_URL = env_str("OPENAI_COMPATIBLE_BASE_URL")
+OPENAI_COMPATIBLE_API_KEY = env_str("OPENAI_COMPATIBLE_API_KEY")
+OPENAI_COMPATIBLE_MODELS_CACHE_SECONDS = env_int("OPENAI_COMPATIBLE_MODELS_CACHE_SECONDS", 60, minimum=0)
+
+# How every cloud SDK talks HTTP. The read timeout bounds the wait for the first byte and every gap between two
+# streamed chunks; connect bounds opening the connection. The SDKs retry 429, 5xx and connection failures
+# PROVIDER_MAX_RETRIES times with exponential backoff, never waiting longer than PROVIDER_RETRY_MAX_WAIT between
+# two attempts (a server's Retry-After is honoured up to that), so a failing provider falls back quickly.
+PROVIDER_CONNECT_TIMEOUT = env_int("PROVIDER_CONNECT_TIMEOUT_MS", 5_000, minimum=1) / 1000
+PROVIDER_READ_TIMEOUT = env_int("PROVIDER_READ_TIMEOUT_MS", 30_000, minimum=1) / 1000
+PROVIDER_MAX_RETRIES = env_int("PROVIDER_MAX_RETRIES", 2, minimum=0)
+PROVIDER_RETRY_MAX_WAIT = env_int("PROVIDER_RETRY_MAX_WAIT_MS", 4_000, minimum=0) / 1000
+# Health checks make one small request (a model list) with no retries and this timeout.
+PROVIDER_HEALTH_TIMEOUT = env_int("PROVIDER_HEALTH_TIMEOUT_MS", 5_000, minimum=1) / 1000
 
 DEFAULT_MODEL = env_str("DEFAULT_MODEL", "smollm2-135m")
 # Tried in order, after the requested model, when a model fails before its first token (the seed's fallback).

@@ -4,10 +4,12 @@ Every app's tests import from here (and the root conftest.py exposes the fixture
 
 import asyncio
 import json
+import struct
+import zlib
 
 from chat.models import AIModel
 from chat.providers import register_provider, unregister_provider
-from chat.providers.base import Delta, Provider, ProviderError, Usage, Waiting
+from chat.providers.base import Delta, GeneratedImage, Provider, ProviderError, Usage, Waiting
 
 SCRIPTED_PROVIDER = "scripted"
 SCRIPTED_MODEL = "scripted-model"
@@ -36,6 +38,13 @@ class ScriptedProvider(Provider):
         self.calls: list[dict] = []
         self.closed_early = 0
         self.tokens_sent = 0
+        self.image_png = tiny_png()
+
+    async def generate_image(self, model_id, prompt):
+        self.calls.append({"model_id": model_id, "prompt": prompt})
+        if self.fail_before_first:
+            raise ProviderError(self.fail_before_first)
+        return GeneratedImage(self.image_png, revised_prompt=f"A picture of {prompt}")
 
     def hold_at(self, token_index: int) -> asyncio.Event:
         self.gate = asyncio.Event()
@@ -98,3 +107,14 @@ async def read_streaming(response) -> str:
     async for chunk in response.streaming_content:
         chunks.append(chunk.decode() if isinstance(chunk, bytes) else chunk)
     return "".join(chunks)
+
+
+def tiny_png(width: int = 2, height: int = 2, rgb: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    """A real PNG file, built by hand so tests need no imaging library."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")

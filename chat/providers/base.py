@@ -36,8 +36,23 @@ class Completion:
     usage: Usage
 
 
+@dataclass(frozen=True)
+class GeneratedImage:
+    png: bytes
+    revised_prompt: str = ""
+
+
 class ProviderError(Exception):
-    """A provider failed; the message is safe to show to the user."""
+    """A provider failed; the message is safe to show to the user (it never contains a key).
+
+    `retryable`: the failure is transient (rate limit, server error, timeout, broken connection), so the same
+    request may succeed on a retry or another provider may be tried; False for a rejected key or request.
+    `status_code`: the provider's HTTP status when it answered with one."""
+
+    def __init__(self, message: str, *, retryable: bool = False, status_code: int | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.status_code = status_code
 
 
 class Provider(ABC):
@@ -60,6 +75,9 @@ class Provider(ABC):
             elif isinstance(item, Usage):
                 usage = item
         return Completion("".join(parts), usage)
+
+    async def generate_image(self, model_id: str, prompt: str) -> GeneratedImage:
+        raise ProviderError(f"{self.name} does not generate images.")
 
     async def health(self) -> bool:
         return self.unavailable_reason() is None

@@ -143,7 +143,12 @@ BAD_BODIES = {
         "model_unavailable",
         "CLAUDE_API_KEY",
     ),
-    "image model": (json.dumps({"prompt": "a cat", "model": "dall-e-3"}), 400, "model_unavailable", "image"),
+    "image model without key": (
+        json.dumps({"prompt": "a cat", "model": "dall-e-3"}),
+        400,
+        "model_unavailable",
+        "OPENAI_API_KEY",
+    ),
     "malformed JSON": ('{"prompt": "hi"', 400, "invalid_body", "parse"),
     "JSON list": (json.dumps(["hi"]), 400, "invalid_body", "prompt"),
     "JSON string": (json.dumps("hi"), 400, "invalid_body", "prompt"),
