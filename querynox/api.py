@@ -1,7 +1,7 @@
 """The JSON API root: mounts each app's router under /api/v1 and maps refusals to clear 4xx answers."""
 
+from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
-from django.db import connection
 from django.http import JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -11,6 +11,7 @@ from accounts.auth import API_AUTH
 from chat.api import public_router
 from chat.api import router as chat_router
 from chat.services import ChatError
+from querynox.health import database_ok, deep_health, may_see_deep_health
 
 api = NinjaAPI(
     title="QueryNox API",
@@ -59,12 +60,16 @@ def on_too_big(request, exc):
     return _error("The request body is too large.", "body_too_large", 413)
 
 
-@api.get("/health", auth=None, tags=["meta"], summary="Liveness: the database answers")
-def health(request):
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except Exception:
+@api.get(
+    "/health", auth=None, tags=["meta"], summary="Liveness (the database answers); ?deep=1 checks every dependency"
+)
+async def health(request, deep: bool = False):
+    if deep:
+        if not await sync_to_async(may_see_deep_health)(request):
+            return _error("The deep health check needs staff or metrics credentials.", "unauthenticated", 401)
+        report = await deep_health()
+        return JsonResponse(report, status=200 if report["status"] == "ok" else 503)
+    if not await sync_to_async(database_ok)():
         return _error("The database is unreachable.", "unhealthy", 503, status="error")
     return {"status": "ok"}
 

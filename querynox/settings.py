@@ -184,6 +184,11 @@ PUBLIC_CHAT_CACHE_SECONDS = env_int("PUBLIC_CHAT_CACHE_SECONDS", 30, minimum=0)
 PUBLIC_CHAT_RATE_LIMIT = env_int("PUBLIC_CHAT_RATE_LIMIT", 20, minimum=1)
 PUBLIC_CHAT_RATE_WINDOW = env_int("PUBLIC_CHAT_RATE_WINDOW", 30, minimum=1)
 
+# Basic-auth credentials for /metrics and the deep health check (the seed's USERNAME/PASSWORD are aliases).
+# Shells often export USERNAME, so the alias counts only together with PASSWORD.
+METRICS_USERNAME = env_str("METRICS_USERNAME") or (env_str("USERNAME") if env_str("PASSWORD") else "")
+METRICS_PASSWORD = env_str("METRICS_PASSWORD") or (env_str("PASSWORD") if env_str("USERNAME") else "")
+
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
 
