@@ -1,6 +1,7 @@
 from django.contrib import admin
+from django.db.models import Count, Sum
 
-from billing.models import Product
+from billing.models import Product, UsageEntry, UsagePeriod
 
 
 @admin.register(Product)
@@ -8,3 +9,58 @@ class ProductAdmin(admin.ModelAdmin):
     list_display = ("name", "external_id", "chat_limit", "image_limit", "web_search_limit", "is_archived")
     list_filter = ("is_archived",)
     search_fields = ("name", "external_id")
+
+
+@admin.register(UsagePeriod)
+class UsagePeriodAdmin(admin.ModelAdmin):
+    list_display = ("user", "month", "chats_used", "images_used", "web_searches_used", "file_rag_used")
+    list_filter = ("month",)
+    search_fields = ("user__email",)
+    # Counters move only through billing.quota; staff read them here.
+    readonly_fields = ("user", "month", "chats_used", "images_used", "web_searches_used", "file_rag_used")
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(UsageEntry)
+class UsageEntryAdmin(admin.ModelAdmin):
+    """The ledger, read-only, with each user's monthly totals for whatever the filters select."""
+
+    change_list_template = "admin/billing/usageentry/change_list.html"
+    list_display = ("created_at", "user", "action", "model", "provider", "input_tokens", "output_tokens", "cost")
+    list_filter = ("month", "action", "model", ("user", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("user__email", "model")
+    date_hierarchy = "created_at"
+    list_select_related = ("user",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="cost (USD)", ordering="cost_micros")
+    def cost(self, entry):
+        return f"{entry.cost_micros / 1_000_000:.6f}"
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        changelist = getattr(response, "context_data", {}).get("cl")
+        if changelist is not None:
+            response.context_data["monthly_totals"] = [
+                {**row, "cost": f"{(row['cost_micros'] or 0) / 1_000_000:.6f}"}
+                for row in changelist.queryset.order_by()
+                .values("user__email", "month")
+                .annotate(
+                    entries=Count("id"),
+                    input_tokens=Sum("input_tokens"),
+                    output_tokens=Sum("output_tokens"),
+                    cost_micros=Sum("cost_micros"),
+                )
+                .order_by("-month", "user__email")
+            ]
+        return response

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 
 
@@ -19,3 +20,56 @@ class Product(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class UsagePeriod(models.Model):
+    """One row per user per calendar month (UTC). Counters only move through billing.quota, by conditional
+    UPDATEs, so concurrent requests can never push one past its limit and a new month simply starts a new row."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_periods")
+    month = models.DateField(help_text="The first day of the month (UTC)")
+    chats_used = models.PositiveIntegerField(default=0)
+    images_used = models.PositiveIntegerField(default=0)
+    web_searches_used = models.PositiveIntegerField(default=0)
+    file_rag_used = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "month"], name="one_usage_period_per_user_month")]
+        ordering = ["-month"]
+
+    def __str__(self):
+        return f"{self.user} {self.month:%Y-%m}"
+
+
+class UsageEntry(models.Model):
+    """The usage ledger: one row per billable action, with the cost from the catalog's prices."""
+
+    class Action(models.TextChoices):
+        CHAT = "chat", "Chat turn"
+        IMAGE = "image", "Image"
+        WEB_SEARCH = "web_search", "Web search"
+        FILE_RAG = "file_rag", "File RAG"
+        OCR_PAGE = "ocr_page", "OCR page"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_entries")
+    chat_query = models.ForeignKey("chat.ChatQuery", null=True, blank=True, on_delete=models.SET_NULL)
+    action = models.CharField(max_length=20, choices=Action.choices)
+    model = models.CharField(max_length=100, blank=True)
+    provider = models.CharField(max_length=30, blank=True)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    quantity = models.PositiveIntegerField(default=1)
+    cost_micros = models.BigIntegerField(default=0, help_text="Cost in millionths of the price currency (USD)")
+    month = models.DateField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "usage entries"
+        indexes = [
+            models.Index(fields=["user", "month"]),
+            models.Index(fields=["model", "month"]),
+        ]
+
+    def __str__(self):
+        return f"{self.action} {self.model} {self.cost_micros}µ"

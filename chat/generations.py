@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from billing import quota
 from chat import events
-from chat.models import ChatQuery
+from chat.models import AIModel, ChatQuery
 from chat.pipeline import run_turn
-from chat.services import PreparedTurn, check_turn, do_start_turn, parse_turn_request
+from chat.services import ChatError, PreparedTurn, check_turn, do_start_turn, parse_turn_request
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +70,12 @@ class Generation:
             asyncio.get_running_loop().call_later(FINISHED_RETENTION_SECONDS, _running.pop, self.query_id, None)
 
 
-def start_generation(query: ChatQuery, turn: PreparedTurn) -> Generation:
+def start_generation(query: ChatQuery, turn: PreparedTurn, reservation=None) -> Generation:
     """Start the turn's pipeline as a task of the running loop; the caller then follows it like anyone else."""
     generation = Generation(query.id)
     _running[query.id] = generation
     generation.task = asyncio.get_running_loop().create_task(
-        generation.drive(run_turn(query, turn, generation.stop_requested)),
+        generation.drive(run_turn(query, turn, generation.stop_requested, reservation)),
         name=f"turn-{query.id}",
         # A fresh context: the request's context carries its own sync-thread executor, which shuts down when the
         # request ends, while this task must outlive it.
@@ -139,18 +140,28 @@ def running_generation(query_id) -> Generation | None:
 
 
 async def begin_turn(user, payload, chat_id=None) -> ChatQuery:
-    """Validate a turn request (raising ChatError), save its query row and start generating.
+    """Validate a turn request (raising ChatError), charge the quota, save its query row and start generating.
 
     The one entry point for every transport: socket, SSE and JSON all call this, then `follow`.
     """
     prepare = sync_to_async(_prepare_and_save)
-    query, turn = await prepare(user, payload, chat_id)
-    start_generation(query, turn)
+    query, turn, reservation = await prepare(user, payload, chat_id)
+    start_generation(query, turn, reservation)
     return query
 
 
 def _prepare_and_save(user, payload, chat_id):
+    # Bad input is refused before the quota is touched; the quota is charged before any work starts.
     turn = check_turn(user, parse_turn_request(payload, chat_id))
-    query = do_start_turn(user, turn)
+    kind = "image" if turn.ai_model.category == AIModel.Category.IMAGE else "chat"
+    try:
+        reservation = quota.reserve(user, kind)
+    except quota.QuotaExceeded as exc:
+        raise ChatError(str(exc), code="quota_exceeded", status=429) from None
+    try:
+        query = do_start_turn(user, turn)
+    except BaseException:
+        quota.release(reservation)
+        raise
     query = ChatQuery.objects.select_related("chat").get(pk=query.pk)
-    return query, turn
+    return query, turn, reservation

@@ -10,6 +10,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 
+from billing import ledger, quota
 from chat import events
 from chat.assist import name_chat, summarise, utility_model
 from chat.images import image_urls, store_image
@@ -166,11 +167,39 @@ class _BuildContext:
         self.chat.summary, self.chat.summary_until = summary, until
 
 
-async def run_turn(query: ChatQuery, turn: PreparedTurn, stop: asyncio.Event) -> AsyncIterator[dict]:
+class _Settlement:
+    """Settles the turn's quota reservation once: charged to the ledger when anything was produced, returned
+    to the user when nothing was (the provider failed, or the user stopped before the first token)."""
+
+    def __init__(self, query: ChatQuery, reservation):
+        self.query = query
+        self.reservation = reservation
+        self.done = False
+
+    async def __call__(self, writer: ResponseWriter, model: AIModel, usage: Usage | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        if not writer.parts:
+            if self.reservation is not None:
+                await sync_to_async(quota.release)(self.reservation)
+            return
+        await sync_to_async(ledger.record)(
+            self.query.chat.owner_id,
+            "image" if model.category == AIModel.Category.IMAGE else "chat",
+            chat_query_id=self.query.pk,
+            model=model,
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+        )
+
+
+async def run_turn(query: ChatQuery, turn: PreparedTurn, stop: asyncio.Event, reservation=None) -> AsyncIterator[dict]:
     """One user turn, from loading the chat to the saved answer. Never raises: failures become `error` events."""
     started = time.monotonic()
     model = turn.ai_model
     writer = ResponseWriter(query.id)
+    settle = _Settlement(query, reservation)
     usage: Usage | None = None
     first_token_at: float | None = None
     outcome = ChatQuery.Status.ERROR
@@ -185,6 +214,7 @@ async def run_turn(query: ChatQuery, turn: PreparedTurn, stop: asyncio.Event) ->
             yield events.content(text)
             saved = await writer.finish(ChatQuery.Status.COMPLETE, answered_by=model, images=images)
             outcome = ChatQuery.Status.COMPLETE
+            await settle(writer, model, None)
             yield events.complete(saved, None)
             return
         context = _BuildContext(query)
@@ -240,18 +270,22 @@ async def run_turn(query: ChatQuery, turn: PreparedTurn, stop: asyncio.Event) ->
 
         outcome = ChatQuery.Status.STOPPED if stop.is_set() else ChatQuery.Status.COMPLETE
         saved = await writer.finish(outcome, usage=usage, answered_by=model, failures=failures)
+        await settle(writer, model, usage)
         yield events.complete(saved, saved["metadata"].get("usage"))
         if settings.CHAT_NAMING and outcome == ChatQuery.Status.COMPLETE:
             _name_first_turn(query, writer.text)
     except ProviderError as exc:
         await writer.finish(ChatQuery.Status.ERROR, error=str(exc), usage=usage, answered_by=model, failures=failures)
+        await settle(writer, model, usage)
         yield events.error(str(exc), "provider_error", query.id)
     except Exception:
         logger.exception("turn failed", extra={"query_id": str(query.id)})
         message = "Something went wrong while answering; the partial answer was kept."
         await writer.finish(ChatQuery.Status.ERROR, error=message, usage=usage)
+        await settle(writer, model, usage)
         yield events.error(message, "internal_error", query.id)
     finally:
+        await settle(writer, model, usage)  # when the task was cancelled before any of the above
         await cache.adelete(public_chat_cache_key(query.chat_id))
         logger.info(
             "turn",

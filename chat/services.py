@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
+from billing.quota import is_subscriber
 from chat.catalog import default_model_name
 from chat.models import AIModel, Chat, ChatQuery
 from chat.providers import unavailable_reason
@@ -129,6 +130,12 @@ def token_budget(model: AIModel) -> tuple[int, int, int]:
 def check_turn(user, request: TurnRequest) -> PreparedTurn:
     chat = get_owned_chat(user, request.chat_id) if request.chat_id else None
     model = check_model(request.model or (chat.model if chat else None) or default_model_name())
+    if model.pro and not is_subscriber(user):
+        raise ChatError(
+            f"“{model.name}” is available on paid plans; see /pricing/ to upgrade, or pick another model.",
+            code="pro_model",
+            status=403,
+        )
     limit, max_tokens, budget = token_budget(model)
     system_prompt = request.system_prompt if request.system_prompt is not None else (chat.system_prompt if chat else "")
     needed = estimate_message_tokens({"content": request.prompt}) + (

@@ -1,10 +1,13 @@
 """QueryNox settings. Everything comes from the environment; nothing set means embedded defaults."""
 
+import os
+import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 
-from querynox.env import env_bool, env_int, env_list, env_str
+from querynox.env import ImproperlyConfiguredEnv, env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -76,6 +79,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
     }
+    # A file, not shared-cache memory, for the test database: concurrency tests need SQLite's real locking
+    # (busy waits), where an in-memory database fails at once with "table is locked".
+    # One file per test process, so parallel runs never share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"querynox-test-{os.getpid()}.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
@@ -180,9 +187,50 @@ ANSWER_MAX_TOKENS = env_int("ANSWER_MAX_TOKENS", 512, minimum=16)
 # The growing answer is written to the database at most this often (never per token).
 RESPONSE_FLUSH_SECONDS = env_int("RESPONSE_FLUSH_MS", 250, minimum=10) / 1000
 
+# Monthly limits for users without a product (the seed's defaults).
+FREE_TIER_LIMITS = {
+    "chat_limit": env_int("FREE_CHAT_LIMIT", 200, minimum=0),
+    "image_limit": env_int("FREE_IMAGE_LIMIT", 8, minimum=0),
+    "web_search_limit": env_int("FREE_WEB_SEARCH_LIMIT", 10, minimum=0),
+    "file_rag_limit": env_int("FREE_FILE_RAG_LIMIT", 10, minimum=0),
+    "files_per_request": env_int("FREE_FILES_PER_REQUEST", 1, minimum=0),
+}
+
 PUBLIC_CHAT_CACHE_SECONDS = env_int("PUBLIC_CHAT_CACHE_SECONDS", 30, minimum=0)
 PUBLIC_CHAT_RATE_LIMIT = env_int("PUBLIC_CHAT_RATE_LIMIT", 20, minimum=1)
 PUBLIC_CHAT_RATE_WINDOW = env_int("PUBLIC_CHAT_RATE_WINDOW", 30, minimum=1)
+
+# Clerk session tokens (RS256 JWTs) for API clients, as bearer tokens on HTTP and WebSockets. Verification is on
+# when a key source is set: CLERK_JWT_KEY (the PEM public key from Clerk's dashboard; "\n" escapes are accepted)
+# or CLERK_JWKS_URL (the instance's /.well-known/jwks.json; cached, refetched when a token names an unknown key).
+CLERK_JWT_KEY = env_str("CLERK_JWT_KEY").replace("\\n", "\n").strip()
+CLERK_JWKS_URL = env_str("CLERK_JWKS_URL").strip()
+if CLERK_JWKS_URL and not (
+    urlsplit(CLERK_JWKS_URL).scheme == "https"
+    or (urlsplit(CLERK_JWKS_URL).scheme == "http" and urlsplit(CLERK_JWKS_URL).hostname in ("127.0.0.1", "localhost"))
+):
+    raise ImproperlyConfiguredEnv(f"CLERK_JWKS_URL={CLERK_JWKS_URL!r} must be an https:// URL (http only on loopback)")
+CLERK_ISSUER = env_str("CLERK_ISSUER").strip()  # e.g. https://<instance>.clerk.accounts.dev; empty: not checked
+CLERK_AUTHORIZED_PARTIES = env_list("CLERK_AUTHORIZED_PARTIES", [])  # allowed `azp` origins; empty: not checked
+CLERK_LEEWAY_SECONDS = env_int("CLERK_LEEWAY_SECONDS", 5, minimum=0)  # clock skew allowed on exp / nbf / iat
+CLERK_JWKS_CACHE_SECONDS = env_int("CLERK_JWKS_CACHE_SECONDS", 3600, minimum=0)
+# An unknown `kid` refetches the JWKS at most this often, so forged kids cannot hammer Clerk.
+CLERK_JWKS_MIN_REFETCH_SECONDS = env_int("CLERK_JWKS_MIN_REFETCH_SECONDS", 10, minimum=0)
+CLERK_JWKS_TIMEOUT = env_int("CLERK_JWKS_TIMEOUT_MS", 5_000, minimum=1) / 1000
+
+# Payments (Polar). The API endpoints answer 503 until POLAR_ACCESS_TOKEN (checkout, status, portal) and
+# POLAR_WEBHOOK_SECRET (the webhook receiver) are set. POLAR_SERVER picks the API host; POLAR_API_BASE_URL
+# overrides it (tests point it at billing/polar_emulator.py).
+POLAR_SERVERS = {"sandbox": "https://sandbox-api.polar.sh", "production": "https://api.polar.sh"}
+POLAR_SERVER = env_str("POLAR_SERVER", "sandbox").strip().lower()
+if POLAR_SERVER not in POLAR_SERVERS:
+    raise ImproperlyConfiguredEnv(f"POLAR_SERVER={POLAR_SERVER!r} must be one of {', '.join(POLAR_SERVERS)}")
+POLAR_API_BASE_URL = (env_str("POLAR_API_BASE_URL").strip() or POLAR_SERVERS[POLAR_SERVER]).rstrip("/")
+POLAR_ACCESS_TOKEN = env_str("POLAR_ACCESS_TOKEN").strip()
+POLAR_WEBHOOK_SECRET = env_str("POLAR_WEBHOOK_SECRET").strip()
+POLAR_TIMEOUT = env_int("POLAR_TIMEOUT_MS", 10_000, minimum=1) / 1000
+# Where Polar sends the buyer after paying; {CHECKOUT_ID} is filled in by Polar. Empty: this site's /pricing/.
+POLAR_SUCCESS_URL = env_str("POLAR_SUCCESS_URL").strip()
 
 # Basic-auth credentials for /metrics and the deep health check (the seed's USERNAME/PASSWORD are aliases).
 # Shells often export USERNAME, so the alias counts only together with PASSWORD.
