@@ -207,3 +207,96 @@ def pytest_runtest_makereport(item, call):
     server = getattr(item, "funcargs", {}).get("daphne_server")
     if report.failed and server is not None:
         report.sections.append(("daphne log (last lines)", server.log_tail(60)))
+
+
+# --- the provider emulator: the real SDKs against loopback HTTP (chat/tests/test_provider_*.py) ---------------
+
+
+@pytest.fixture(scope="session")
+def provider_emulator():
+    """One in-process provider emulator for the session (querynox/emulator.py)."""
+    from querynox.emulator import ProviderEmulator
+
+    emulator = ProviderEmulator()
+    emulator.start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def emulator(provider_emulator, settings):
+    """The emulator, reset for this test, with every cloud provider's key and base URL pointed at it and short
+    timeouts and retry waits (see querynox.testing.emulator_settings)."""
+    from querynox.testing import emulator_settings
+
+    provider_emulator.reset()
+    for name, value in emulator_settings(provider_emulator.url).items():
+        setattr(settings, name, value)
+    yield provider_emulator
+    provider_emulator.reset()
+
+
+# --- payments: the Polar emulator on loopback (billing/polar_emulator.py) and signed webhooks -------------------
+
+POLAR_TEST_TOKEN = "polar_oat_test_token"
+POLAR_WEBHOOK_TEST_SECRET = "polar_whs_test_secret_0123456789"
+
+
+@pytest.fixture(scope="session")
+def polar_emulator_server():
+    from billing.polar_emulator import PolarEmulator
+
+    emulator = PolarEmulator(access_token=POLAR_TEST_TOKEN).start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def polar(polar_emulator_server, settings):
+    """The Polar emulator, reset, with POLAR_API_BASE_URL and POLAR_ACCESS_TOKEN pointed at it."""
+    polar_emulator_server.reset()
+    settings.POLAR_API_BASE_URL = polar_emulator_server.url
+    settings.POLAR_ACCESS_TOKEN = POLAR_TEST_TOKEN
+    settings.POLAR_TIMEOUT = 5.0
+    yield polar_emulator_server
+    polar_emulator_server.reset()
+
+
+@pytest.fixture
+def send_webhook(db, settings):
+    """send_webhook(event_type, data, delivery_id=None, timestamp=None, secret=None) → the response of a signed
+    POST to /api/v1/payments/webhook (Polar's scheme: the secret's UTF-8 bytes are the HMAC key)."""
+    import json
+    import uuid
+    from datetime import UTC, datetime
+
+    from billing.polar_emulator import sign_webhook
+
+    settings.POLAR_WEBHOOK_SECRET = POLAR_WEBHOOK_TEST_SECRET
+
+    def send(event_type, data, delivery_id=None, timestamp=None, secret=None, body=None):
+        event = {"type": event_type, "timestamp": datetime.now(UTC).isoformat(), "data": data}
+        raw = body if body is not None else json.dumps(event).encode()
+        key = (secret or POLAR_WEBHOOK_TEST_SECRET).encode()
+        headers = sign_webhook(key, raw, delivery_id or f"msg_{uuid.uuid4().hex}", timestamp)
+        return Client().post("/api/v1/payments/webhook", raw, content_type="application/json", headers=headers)
+
+    return send
+
+
+@pytest.fixture(autouse=True)
+def _seeded_catalog(request):
+    """Transactional tests flush every table afterwards, data migrations included; put the seed catalog back
+    for any test that uses the database, so no test depends on the order tests run in."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None and not {"db", "transactional_db"} & set(request.fixturenames):
+        return
+    request.getfixturevalue("transactional_db" if marker and marker.kwargs.get("transaction") else "db")
+    import importlib
+
+    from django.apps import apps
+
+    from chat.models import AIModel
+
+    if not AIModel.objects.filter(name="gpt-3.5-turbo").exists():
+        importlib.import_module("chat.migrations.0002_seed_catalog").seed(apps, None)

@@ -1,5 +1,6 @@
 from ninja import Router
 
+from billing.quota import usage_meters
 from chat.services import bookmarked_chats
 
 router = Router(tags=["user"])
@@ -14,6 +15,7 @@ def get_user(request):
         "clerkId": user.clerk_id,
         "product": user.product.name if user.product_id else None,
         "createdAt": user.date_joined.isoformat(),
+        "usage": usage_meters(user),
     }
 
 

@@ -6,6 +6,8 @@ from django.views.decorators.http import require_POST
 
 from accounts.forms import SignUpForm
 from accounts.services import ApiKeyError, do_create_api_key, do_revoke_api_key
+from billing.ledger import monthly_totals
+from billing.quota import usage_meters
 
 
 def signup(request):
@@ -25,7 +27,10 @@ def _keys_context(request, **extra) -> dict:
 
 @login_required
 def account(request):
-    return render(request, "accounts/account.html", _keys_context(request))
+    context = _keys_context(
+        request, meters=usage_meters(request.user), totals=list(monthly_totals(request.user)[:24])
+    )
+    return render(request, "accounts/account.html", context)
 
 
 @login_required

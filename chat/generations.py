@@ -84,6 +84,10 @@ def start_generation(query: ChatQuery, turn: PreparedTurn, reservation=None) -> 
     return generation
 
 
+def _as_uuid(query_id) -> uuid.UUID:
+    return query_id if isinstance(query_id, uuid.UUID) else uuid.UUID(str(query_id))
+
+
 def _single_instance() -> bool:
     # Without a shared channel layer there is one process, so a `streaming` row with no task here is an orphan.
     return not settings.REDIS_URL
@@ -97,6 +101,7 @@ async def _mark_interrupted(query_id) -> None:
 
 async def follow(query_id: uuid.UUID, after_seq: int = 0) -> AsyncIterator[dict]:
     """Every event of the turn after `after_seq`: replayed from memory or rebuilt from the saved query."""
+    query_id = _as_uuid(query_id)
     generation = _running.get(query_id)
     if generation is not None:
         async for event in generation.events_after(after_seq):
@@ -123,6 +128,7 @@ async def follow(query_id: uuid.UUID, after_seq: int = 0) -> AsyncIterator[dict]
 
 async def stop_generation(query_id: uuid.UUID) -> bool:
     """Ask the turn to stop; the partial answer is kept and marked stopped. False when nothing was running."""
+    query_id = _as_uuid(query_id)
     generation = _running.get(query_id)
     if generation is not None and not generation.finished:
         generation.stop_requested.set()
