@@ -264,8 +264,9 @@ def polar(polar_emulator_server, settings):
 
 @pytest.fixture
 def send_webhook(db, settings):
-    """send_webhook(event_type, data, delivery_id=None, timestamp=None, secret=None) → the response of a signed
-    POST to /api/v1/payments/webhook (Polar's scheme: the secret's UTF-8 bytes are the HMAC key)."""
+    """send_webhook(event_type, data, delivery_id=None, timestamp=None, secret=None, body=None, sent_at=None) → the
+    response of a signed POST to /api/v1/payments/webhook (Polar's scheme: the secret's UTF-8 bytes are the HMAC
+    key). `timestamp` is the signature's (unix seconds), `sent_at` the event's own `timestamp` field."""
     import json
     import uuid
     from datetime import UTC, datetime
@@ -274,12 +275,14 @@ def send_webhook(db, settings):
 
     settings.POLAR_WEBHOOK_SECRET = POLAR_WEBHOOK_TEST_SECRET
 
-    def send(event_type, data, delivery_id=None, timestamp=None, secret=None, body=None):
-        event = {"type": event_type, "timestamp": datetime.now(UTC).isoformat(), "data": data}
+    def send(event_type, data, delivery_id=None, timestamp=None, secret=None, body=None, sent_at=None):
+        event = {"type": event_type, "timestamp": (sent_at or datetime.now(UTC)).isoformat(), "data": data}
         raw = body if body is not None else json.dumps(event).encode()
         key = (secret or POLAR_WEBHOOK_TEST_SECRET).encode()
         headers = sign_webhook(key, raw, delivery_id or f"msg_{uuid.uuid4().hex}", timestamp)
-        return Client().post("/api/v1/payments/webhook", raw, content_type="application/json", headers=headers)
+        # Polar sends no CSRF token or cookie, so neither do we.
+        client = Client(enforce_csrf_checks=True)
+        return client.post("/api/v1/payments/webhook", raw, content_type="application/json", headers=headers)
 
     return send
 

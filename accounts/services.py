@@ -1,9 +1,13 @@
+import re
+import secrets
 from datetime import timedelta
 
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.models import API_KEY_PREFIX, ApiKey, hash_api_key
+from accounts.models import API_KEY_PREFIX, ApiKey, User, hash_api_key
 
 # Updating last_used_at on every request would turn each API call into a write.
 LAST_USED_RESOLUTION = timedelta(minutes=5)
@@ -24,6 +28,57 @@ def user_for_api_key(raw_key: str):
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
     return key.user
+
+
+def user_for_bearer_token(token: str):
+    """The user behind an `Authorization: Bearer` token: a personal API key (qnx_…) or a Clerk session JWT."""
+    from accounts.clerk import user_for_clerk_token
+
+    if not token:
+        return None
+    if token.startswith(API_KEY_PREFIX):
+        return user_for_api_key(token)
+    return user_for_clerk_token(token)
+
+
+# Clerk users without an email claim (or whose email already belongs to another account) get a placeholder in
+# the reserved .invalid domain: accounts are never linked by email, only by the Clerk user id.
+CLERK_PLACEHOLDER_DOMAIN = "clerk.invalid"
+
+
+def clerk_placeholder_email(clerk_id: str, suffix: str = "") -> str:
+    local = re.sub(r"[^a-z0-9._-]", "-", clerk_id.lower()).strip(".") or "user"
+    return f"{local}{suffix}@{CLERK_PLACEHOLDER_DOMAIN}"
+
+
+def _clerk_email_candidates(clerk_id: str, email: str) -> list[str]:
+    candidates = []
+    try:
+        validate_email(email)
+        candidates.append(User.objects.normalize_email(email).lower())
+    except ValidationError:
+        pass
+    candidates.append(clerk_placeholder_email(clerk_id))
+    candidates.append(clerk_placeholder_email(clerk_id, "+" + secrets.token_hex(4)))
+    return candidates
+
+
+def do_get_or_create_clerk_user(clerk_id: str, email: str = "") -> User:
+    """The user with this Clerk id, created on first sight. Concurrent first requests create one user: the loser
+    of the race hits the unique clerk_id and reads the winner's row."""
+    user = User.objects.filter(clerk_id=clerk_id).first()
+    if user is not None:
+        return user
+    for candidate in _clerk_email_candidates(clerk_id, email):
+        try:
+            with transaction.atomic():
+                return User.objects.create_user(candidate, None, clerk_id=clerk_id)
+        except IntegrityError:
+            user = User.objects.filter(clerk_id=clerk_id).first()
+            if user is not None:
+                return user
+            # Otherwise the email is taken by another account: try the next candidate.
+    raise IntegrityError(f"could not create a user for Clerk id {clerk_id!r}")
 
 
 def check_api_key_name(user, name: str) -> str:

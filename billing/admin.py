@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.db.models import Count, Sum
 
-from billing.models import Product, UsageEntry, UsagePeriod
+from billing.models import Product, UsageEntry, UsagePeriod, WebhookEvent
 
 
 @admin.register(Product)
@@ -64,3 +64,23 @@ class UsageEntryAdmin(admin.ModelAdmin):
                 .order_by("-month", "user__email")
             ]
         return response
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    """Received payment webhooks, read-only: what arrived, when, and what it did."""
+
+    list_display = ("received_at", "type", "delivery_id", "applied", "outcome")
+    list_filter = ("type", "applied")
+    search_fields = ("delivery_id", "type", "outcome")
+    date_hierarchy = "received_at"
+    readonly_fields = ("delivery_id", "type", "received_at", "applied", "outcome", "payload")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -73,3 +73,23 @@ class UsageEntry(models.Model):
 
     def __str__(self):
         return f"{self.action} {self.model} {self.cost_micros}µ"
+
+
+class WebhookEvent(models.Model):
+    """One received payment-provider webhook delivery. The unique delivery id (the `webhook-id` header) is inserted
+    in the same transaction as the event's effect, so a redelivered or concurrently duplicated event is applied
+    at most once (billing/webhooks.py)."""
+
+    delivery_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100)
+    received_at = models.DateTimeField(auto_now_add=True)
+    payload = models.JSONField()
+    applied = models.BooleanField(default=False, help_text="Handled by a handler (unhandled types are only recorded)")
+    outcome = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        indexes = [models.Index(fields=["type", "received_at"])]
+
+    def __str__(self):
+        return f"{self.type} {self.delivery_id}"

@@ -8,6 +8,8 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from accounts.api import router as user_router
 from accounts.auth import API_AUTH
+from billing.api import router as payments_router
+from billing.payments import PaymentError
 from chat.api import public_router
 from chat.api import router as chat_router
 from chat.services import ChatError
@@ -17,13 +19,14 @@ api = NinjaAPI(
     title="QueryNox API",
     version="1",
     description="Chat with many models. Authenticate with `Authorization: Bearer <API key>` "
-    "(create keys on your account page).",
+    "(create keys on your account page) or `Authorization: Bearer <Clerk session token>`.",
     auth=API_AUTH,
     urls_namespace="api",
 )
 api.add_router("/chat", chat_router)
 api.add_router("/user", user_router)
 api.add_router("/public", public_router)
+api.add_router("/payments", payments_router)
 
 
 def _error(message: str, code: str, status: int, **extra):
@@ -32,6 +35,11 @@ def _error(message: str, code: str, status: int, **extra):
 
 @api.exception_handler(ChatError)
 def on_chat_error(request, exc: ChatError):
+    return _error(exc.message, exc.code, exc.status)
+
+
+@api.exception_handler(PaymentError)
+def on_payment_error(request, exc: PaymentError):
     return _error(exc.message, exc.code, exc.status)
 
 
@@ -46,7 +54,11 @@ def on_validation_error(request, exc: ValidationError):
 
 @api.exception_handler(AuthenticationError)
 def on_unauthenticated(request, exc):
-    return _error("Authentication required: send `Authorization: Bearer <API key>`.", "unauthenticated", 401)
+    return _error(
+        "Authentication required: send `Authorization: Bearer <API key or Clerk session token>`.",
+        "unauthenticated",
+        401,
+    )
 
 
 @api.exception_handler(HttpError)
