@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import connection
 
-from accounts.services import user_for_api_key
+from accounts.services import user_for_bearer_token
 from chat.models import AIModel
 from chat.providers import get_provider, unavailable_reason
 
@@ -52,7 +52,7 @@ def may_see_deep_health(request) -> bool:
         return True
     user = request.user if getattr(request, "user", None) and request.user.is_authenticated else None
     if user is None and authorization.lower().startswith("bearer "):
-        user = user_for_api_key(authorization[7:].strip())
+        user = user_for_bearer_token(authorization[7:].strip())
     return bool(user and user.is_staff)
 
 
