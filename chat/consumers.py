@@ -24,7 +24,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.followers: dict[str, asyncio.Task] = {}
         await self.accept()
         if not (self.user and self.user.is_authenticated):
-            await self.send_json(events.error("Log in, or send `Authorization: Bearer <API key or Clerk session token>`.", "unauthenticated"))
+            await self.send_json(
+                events.error(
+                    "Log in, or send `Authorization: Bearer <API key or Clerk session token>`.", "unauthenticated"
+                )
+            )
             await self.close(code=4401)
 
     async def disconnect(self, code):
