@@ -14,6 +14,7 @@ class AIModel(models.Model):
         GROQ = "groq", "Groq"
         GEMINI = "gemini", "Google Gemini"
         OPENROUTER = "openrouter", "OpenRouter"
+        OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible server"
 
     class Category(models.TextChoices):
         TEXT = "Text Generation"

@@ -24,11 +24,16 @@ import httpx
 BASE_DIR = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 
-# Anything that would switch the server off its embedded defaults (a provider, a shared database or channel layer).
+# Anything that would switch the server off its embedded defaults (a provider, a shared database or channel layer)
+# or off plain http://127.0.0.1 (secure-only cookies, other hosts).
 _STRIPPED_ENV = (
     "DATABASE_URL",
     "REDIS_URL",
     "DEBUG",
+    "ALLOWED_HOSTS",
+    "CSRF_TRUSTED_ORIGINS",
+    "SESSION_COOKIE_SECURE",
+    "CSRF_COOKIE_SECURE",
     "DEFAULT_MODEL",
     "OPENAI_API_KEY",
     "OPENAI_BASE_URL",
@@ -40,6 +45,10 @@ _STRIPPED_ENV = (
     "GEMINI_BASE_URL",
     "OPENROUTER_API_KEY",
     "OPENROUTER_BASE_URL",
+    "OPENAI_COMPATIBLE_BASE_URL",
+    "OPENAI_COMPATIBLE_API_KEY",
+    "FALLBACK_MODELS",
+    "UTILITY_MODELS",
 )
 
 _CREATE_USER = """
@@ -89,6 +98,7 @@ class LiveServer:
             {
                 "DJANGO_SETTINGS_MODULE": "querynox.settings",
                 "DATABASE_URL": f"sqlite:///{self.db_path}",  # an absolute path: sqlite:////tmp/…/db.sqlite3
+                "MEDIA_ROOT": str(self.work_dir / "media"),  # uploads and images stay out of the work tree
                 "PYTHONUNBUFFERED": "1",
                 # The first turn should not pay for loading the model.
                 "LOCAL_MODEL_PRELOAD": "true",
@@ -186,7 +196,7 @@ class LiveServer:
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C in the terminal goes to pytest, which then stops us cleanly
+            # Same process group as pytest on purpose: a Ctrl-C, or CI's `timeout`, stops daphne along with the tests.
         )
 
     def _wait_healthy(self, timeout: float) -> None:

@@ -118,3 +118,49 @@ def tiny_png(width: int = 2, height: int = 2, rgb: tuple[int, int, int] = (200, 
     rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+# --- the provider emulator (querynox/emulator.py): real SDKs over loopback HTTP -------------------------------
+
+EMULATOR_KEYS = {
+    "OPENAI_API_KEY": "sk-emulator-openai",
+    "CLAUDE_API_KEY": "sk-emulator-anthropic",
+    "GROQ_API_KEY": "gsk-emulator-groq",
+    "GEMINI_API_KEY": "emulator-gemini-key",
+    "OPENROUTER_API_KEY": "sk-or-emulator",
+}
+
+
+def emulator_settings(url: str) -> dict:
+    """Settings that point every cloud provider at the emulator, with timeouts and retry waits short enough for
+    tests (a read timeout of 0.3 s, two SDK retries, at most 10 ms between attempts)."""
+    return {
+        **EMULATOR_KEYS,
+        "OPENAI_BASE_URL": f"{url}/v1",
+        "CLAUDE_BASE_URL": url,
+        "GROQ_BASE_URL": url,
+        "GEMINI_BASE_URL": url,
+        "OPENROUTER_BASE_URL": f"{url}/api/v1",
+        "OPENAI_COMPATIBLE_BASE_URL": f"{url}/v1",
+        "OPENAI_COMPATIBLE_API_KEY": "",
+        "PROVIDER_CONNECT_TIMEOUT": 1.0,
+        "PROVIDER_READ_TIMEOUT": 0.3,
+        "PROVIDER_MAX_RETRIES": 2,
+        "PROVIDER_RETRY_MAX_WAIT": 0.01,
+        "PROVIDER_HEALTH_TIMEOUT": 1.0,
+    }
+
+
+async def drain(stream) -> tuple[list[str], Usage | None, ProviderError | None]:
+    """Consume a provider stream: the delta texts, the final usage, and the ProviderError it ended with (if any)."""
+    deltas: list[str] = []
+    usage = None
+    try:
+        async for item in stream:
+            if isinstance(item, Delta):
+                deltas.append(item.text)
+            elif isinstance(item, Usage):
+                usage = item
+    except ProviderError as exc:
+        return deltas, usage, exc
+    return deltas, usage, None

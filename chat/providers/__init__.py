@@ -12,15 +12,44 @@ KEY_SETTINGS = {
     "gemini": "GEMINI_API_KEY",
     "openrouter": "OPENROUTER_API_KEY",
 }
+# Providers that need no key but a server address: a self-hosted OpenAI-compatible server.
+URL_SETTINGS = {
+    "openai_compatible": "OPENAI_COMPATIBLE_BASE_URL",
+}
 
 _instances: dict[str, Provider] = {}
 
 
 def _build(name: str) -> Provider | None:
+    # Imported on demand: each SDK costs start-up time, and a provider nobody uses is never loaded.
     if name == "local":
         from chat.providers.local import LocalProvider
 
         return LocalProvider()
+    if name == "openai":
+        from chat.providers.openai_provider import OpenAIProvider
+
+        return OpenAIProvider()
+    if name == "openrouter":
+        from chat.providers.openai_provider import OpenRouterProvider
+
+        return OpenRouterProvider()
+    if name == "openai_compatible":
+        from chat.providers.openai_provider import OpenAICompatibleProvider
+
+        return OpenAICompatibleProvider()
+    if name == "anthropic":
+        from chat.providers.anthropic_provider import AnthropicProvider
+
+        return AnthropicProvider()
+    if name == "groq":
+        from chat.providers.groq_provider import GroqProvider
+
+        return GroqProvider()
+    if name == "gemini":
+        from chat.providers.gemini_provider import GeminiProvider
+
+        return GeminiProvider()
     return None
 
 
@@ -47,6 +76,9 @@ def unavailable_reason(provider_name: str) -> str | None:
     key_setting = KEY_SETTINGS.get(provider_name)
     if key_setting and not getattr(settings, key_setting, ""):
         return f"{key_setting} is not set"
+    url_setting = URL_SETTINGS.get(provider_name)
+    if url_setting and not getattr(settings, url_setting, ""):
+        return f"{url_setting} is not set"
     provider = get_provider(provider_name)
     if provider is None:
         return f"the {provider_name} provider is not part of this build yet"

@@ -1,0 +1,196 @@
+"""OpenAI chat completions through the official `openai` SDK; also OpenRouter and self-hosted OpenAI-compatible
+servers (llama.cpp, vLLM, Ollama…), which speak the same API at another base URL."""
+
+import base64
+import binascii
+import logging
+import threading
+import time
+
+import openai
+from django.conf import settings
+
+from chat.providers.base import Completion, Delta, GeneratedImage, ProviderError, Usage
+from chat.providers.sdk import CappedRetryWait, SDKProvider, close_quietly, ssl_context, timeout_kwargs
+
+logger = logging.getLogger(__name__)
+
+OPENROUTER_DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+# The SDK needs some key; a keyless self-hosted server gets this one (never another provider's key).
+NO_KEY = "no-key"
+
+
+class _AsyncOpenAI(CappedRetryWait, openai.AsyncOpenAI):
+    pass
+
+
+class _OpenAI(CappedRetryWait, openai.OpenAI):
+    pass
+
+
+class OpenAIProvider(SDKProvider):
+    name = "openai"
+    label = "OpenAI"
+    key_setting = "OPENAI_API_KEY"
+    base_url_setting = "OPENAI_BASE_URL"
+    default_base_url: str | None = None  # the SDK's own
+    # OpenAI deprecated max_tokens for max_completion_tokens; OpenRouter and self-hosted servers take max_tokens.
+    max_tokens_param = "max_completion_tokens"
+
+    def base_url(self) -> str | None:
+        return getattr(settings, self.base_url_setting, "") or self.default_base_url
+
+    def _client_settings(self) -> tuple:
+        return (self.api_key() or NO_KEY, self.base_url())
+
+    def _make_client(self, client_settings: tuple):
+        api_key, base_url, *_ = client_settings
+        return _AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url,
+            timeout=openai.Timeout(**timeout_kwargs()),
+            max_retries=settings.PROVIDER_MAX_RETRIES,
+            http_client=openai.DefaultAsyncHttpxClient(verify=ssl_context("httpx2")),
+        )
+
+    def _request(self, model_id: str, messages: list[dict], max_tokens: int) -> dict:
+        return {
+            "model": model_id,
+            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+            self.max_tokens_param: max_tokens,
+        }
+
+    async def _stream(self, model_id, messages, max_tokens):
+        stream = await self.client().chat.completions.create(
+            **self._request(model_id, messages, max_tokens), stream=True, stream_options={"include_usage": True}
+        )
+        usage = None
+        finished = False
+        try:
+            try:
+                async for chunk in stream:
+                    usage = self._chunk_usage(chunk) or usage
+                    for choice in chunk.choices:
+                        if choice.delta is not None and choice.delta.content:
+                            yield Delta(choice.delta.content)
+                        if choice.finish_reason:
+                            finished = True
+            except Exception as exc:
+                raise self.error(exc, mid_stream=True) from exc
+        finally:
+            await close_quietly(stream.close)
+        if not finished:
+            raise self.ended_early()
+        yield self._usage(usage)
+
+    def _chunk_usage(self, chunk):
+        return chunk.usage
+
+    @staticmethod
+    def _usage(usage) -> Usage:
+        if usage is None:  # a server that ignores stream_options: nothing was counted
+            return Usage(0, 0)
+        return Usage(input_tokens=usage.prompt_tokens or 0, output_tokens=usage.completion_tokens or 0)
+
+    async def _complete(self, model_id, messages, max_tokens):
+        response = await self.client().chat.completions.create(**self._request(model_id, messages, max_tokens))
+        text = "".join(choice.message.content or "" for choice in response.choices[:1])
+        return Completion(text, self._usage(response.usage))
+
+    async def _health(self) -> None:
+        client = self.client().with_options(max_retries=0, timeout=settings.PROVIDER_HEALTH_TIMEOUT)
+        await client.models.list()
+
+    async def generate_image(self, model_id: str, prompt: str) -> GeneratedImage:
+        request = {"model": model_id, "prompt": prompt, "n": 1}
+        if model_id.startswith("dall-e"):  # gpt-image models always answer base64 and reject response_format
+            request["response_format"] = "b64_json"
+        try:
+            response = await self.client().images.generate(**request)
+        except Exception as exc:
+            raise self.error(exc) from exc
+        image = response.data[0] if response.data else None
+        if image is None or not image.b64_json:
+            raise ProviderError(f"{self.label} returned no image.", retryable=True)
+        try:
+            png = base64.b64decode(image.b64_json, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProviderError(f"{self.label} sent a malformed image.", retryable=True) from None
+        return GeneratedImage(png=png, revised_prompt=image.revised_prompt or "")
+
+    async def list_models(self) -> list[str]:
+        """The model ids the server lists (GET …/models)."""
+        try:
+            return sorted([model.id async for model in self.client().models.list()])
+        except Exception as exc:
+            raise self.error(exc) from exc
+
+
+class OpenRouterProvider(OpenAIProvider):
+    name = "openrouter"
+    label = "OpenRouter"
+    key_setting = "OPENROUTER_API_KEY"
+    base_url_setting = "OPENROUTER_BASE_URL"
+    default_base_url = OPENROUTER_DEFAULT_BASE_URL
+    max_tokens_param = "max_tokens"
+
+
+class OpenAICompatibleProvider(OpenAIProvider):
+    """A self-hosted server speaking the OpenAI API; available when OPENAI_COMPATIBLE_BASE_URL is set."""
+
+    name = "openai_compatible"
+    label = "the OpenAI-compatible server"
+    key_setting = ""
+    base_url_setting = "OPENAI_COMPATIBLE_BASE_URL"
+    max_tokens_param = "max_tokens"
+
+    def api_key(self) -> str:
+        return settings.OPENAI_COMPATIBLE_API_KEY
+
+    def unavailable_reason(self) -> str | None:
+        if not settings.OPENAI_COMPATIBLE_BASE_URL:
+            return "OPENAI_COMPATIBLE_BASE_URL is not set"
+        return None
+
+
+_models_cache: dict[tuple, tuple[float, list[str]]] = {}
+_models_lock = threading.Lock()
+
+
+def openai_compatible_models() -> list[str]:
+    """The model ids the self-hosted OpenAI-compatible server lists, for the catalog (synchronous).
+
+    Empty when OPENAI_COMPATIBLE_BASE_URL is unset or the server cannot be asked (logged, never raised). Cached
+    per base URL for OPENAI_COMPATIBLE_MODELS_CACHE_SECONDS, so rendering the catalog does not hit the server."""
+    base_url = settings.OPENAI_COMPATIBLE_BASE_URL
+    if not base_url:
+        return []
+    key = (base_url, settings.OPENAI_COMPATIBLE_API_KEY)
+    now = time.monotonic()
+    with _models_lock:
+        cached = _models_cache.get(key)
+        if cached and now - cached[0] < settings.OPENAI_COMPATIBLE_MODELS_CACHE_SECONDS:
+            return list(cached[1])
+    client = _OpenAI(
+        api_key=settings.OPENAI_COMPATIBLE_API_KEY or NO_KEY,
+        base_url=base_url,
+        timeout=settings.PROVIDER_HEALTH_TIMEOUT,
+        max_retries=0,
+        http_client=openai.DefaultHttpxClient(verify=ssl_context("httpx2")),
+    )
+    try:
+        models = sorted(model.id for model in client.models.list())
+    except Exception as exc:
+        reason = OpenAICompatibleProvider().error(exc)
+        logger.warning("could not list the OpenAI-compatible server's models", extra={"reason": str(reason)})
+        return []
+    finally:
+        client.close()
+    with _models_lock:
+        _models_cache[key] = (now, models)
+    return list(models)
+
+
+def clear_openai_compatible_models_cache() -> None:
+    with _models_lock:
+        _models_cache.clear()

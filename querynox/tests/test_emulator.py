@@ -1,0 +1,118 @@
+"""The provider emulator itself: control endpoint, command line, and the endpoints no provider module uses yet
+(embeddings, images by URL, Google Custom Search)."""
+
+import base64
+import json
+import math
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import openai
+import pytest
+
+from querynox.emulator import ProviderEmulator, count_tokens, embedding_vector
+
+
+def test_only_loopback_addresses_are_accepted():
+    with pytest.raises(ValueError, match="loopback"):
+        ProviderEmulator(host="0.0.0.0")
+
+
+def test_the_control_endpoint_takes_the_same_settings_as_configure(emulator):
+    response = httpx.post(
+        f"{emulator.url}/_emulator/config",
+        json={"reply": "Configured over HTTP.", "fault": {"kind": "http_503", "times": 1}},
+    )
+    assert response.status_code == 200
+    assert emulator.config["reply"] == "Configured over HTTP."
+    assert emulator.config["fault"]["kind"] == "http_503"
+
+    client = openai.OpenAI(api_key="k", base_url=f"{emulator.url}/v1", max_retries=1)
+    reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+
+    assert reply.choices[0].message.content == "Configured over HTTP."
+    log = httpx.get(f"{emulator.url}/_emulator/requests").json()
+    assert [entry["outcome"] for entry in log["requests"]] == ["http_503", "ok"]  # failed once, then answered
+
+    bad = httpx.post(f"{emulator.url}/_emulator/config", json={"fault": "explode"})
+    assert bad.status_code == 400 and "unknown fault kind" in bad.json()["error"]
+    assert httpx.post(f"{emulator.url}/_emulator/config", json={"no_such_setting": 1}).status_code == 400
+
+    httpx.post(f"{emulator.url}/_emulator/reset")
+    assert emulator.requests == [] and emulator.config["fault"] is None
+
+
+def test_embeddings_are_deterministic_unit_vectors_in_both_encodings(emulator):
+    client = openai.OpenAI(api_key="k", base_url=f"{emulator.url}/v1", max_retries=0)
+
+    floats = client.embeddings.create(model="text-embedding-3-small", input=["alpha", "beta"], encoding_format="float")
+    packed = client.embeddings.create(model="text-embedding-3-small", input="alpha")  # the SDK asks for base64
+
+    assert [len(item.embedding) for item in floats.data] == [1536, 1536]
+    assert math.isclose(sum(v * v for v in floats.data[0].embedding), 1.0, rel_tol=1e-6)
+    assert floats.data[0].embedding == embedding_vector("alpha", 1536, "text-embedding-3-small")
+    assert floats.data[0].embedding != floats.data[1].embedding
+    assert packed.data[0].embedding == pytest.approx(floats.data[0].embedding, abs=1e-6)
+    assert floats.usage.prompt_tokens == count_tokens("alpha") + count_tokens("beta")
+    short = client.embeddings.create(model="text-embedding-3-small", input="alpha", dimensions=8)
+    assert len(short.data[0].embedding) == 8
+
+
+def test_images_as_base64_or_as_a_url_the_emulator_serves(emulator):
+    client = openai.OpenAI(api_key="k", base_url=f"{emulator.url}/v1", max_retries=0)
+
+    inline = client.images.generate(model="dall-e-3", prompt="a red kite", size="64x64", response_format="b64_json")
+    linked = client.images.generate(model="dall-e-3", prompt="a red kite", size="64x64", response_format="url")
+
+    png = base64.b64decode(inline.data[0].b64_json)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert httpx.get(linked.data[0].url).content == png
+
+
+def test_google_custom_search(emulator):
+    response = httpx.get(f"{emulator.url}/customsearch/v1", params={"key": "k", "cx": "engine", "q": "django channels"})
+
+    items = response.json()["items"]
+    assert len(items) == 10
+    assert {"title", "snippet", "link"} <= set(items[0])
+    assert "django channels" in items[0]["title"]
+    (request,) = emulator.requests
+    assert (request["search_query"], request["cx"], request["api_key"]) == ("django channels", "engine", "k")
+
+    emulator.configure(search_items=[{"title": "Only", "snippet": "One result", "link": "https://example.org/"}])
+    assert httpx.get(f"{emulator.url}/customsearch/v1", params={"key": "k", "q": "x"}).json()["items"] == [
+        {"title": "Only", "snippet": "One result", "link": "https://example.org/"}
+    ]
+    assert httpx.get(f"{emulator.url}/customsearch/v1", params={"q": "x"}).status_code == 403  # no key
+
+
+def test_unknown_paths_are_a_404_in_the_providers_format(emulator):
+    response = httpx.post(f"{emulator.url}/v1/no/such/thing", json={})
+    assert response.status_code == 404 and "does not serve" in response.json()["error"]["message"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_command_line_serves_until_terminated():
+    port = _free_port()
+    config = json.dumps({"models": ["bench-model"]})
+    command = [sys.executable, "-m", "querynox.emulator", "--port", str(port), "--reply", "From the CLI."]
+    process = subprocess.Popen([*command, "--config", config], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == f"provider emulator listening on http://127.0.0.1:{port}"
+        client = openai.OpenAI(api_key="k", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
+        reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        assert reply.choices[0].message.content == "From the CLI."
+        assert [m.id for m in client.models.list()] == ["bench-model"]
+    finally:
+        started = time.monotonic()
+        process.terminate()
+        assert process.wait(timeout=5) == 0
+        assert time.monotonic() - started < 3
