@@ -6,6 +6,7 @@ from django.conf import settings
 
 from chat.models import AIModel
 from chat.providers import unavailable_reason
+from chat.providers.openai_provider import openai_compatible_models
 
 LOCAL_MODEL_NOTE = "A small offline demo model running on this server's CPU: fast, private, and often wrong."
 
@@ -34,8 +35,30 @@ class CatalogEntry:
         }
 
 
+def sync_self_hosted_models() -> None:
+    """Offer every model a self-hosted OpenAI-compatible server lists, as a catalog row staff can then edit or
+    disable. Rows are only ever added here (a name the catalog already has is left alone)."""
+    listed = openai_compatible_models()
+    if not listed:
+        return
+    known = set(AIModel.objects.filter(name__in=listed).values_list("name", flat=True))
+    for model_id in listed:
+        if model_id not in known:
+            AIModel.objects.get_or_create(
+                name=model_id,
+                defaults={
+                    "full_name": model_id,
+                    "provider": AIModel.Provider.OPENAI_COMPATIBLE,
+                    "context_limit": settings.OPENAI_COMPATIBLE_CONTEXT,
+                    "description": "Served by your self-hosted OpenAI-compatible server",
+                    "sort_order": 500,
+                },
+            )
+
+
 def catalog() -> list[CatalogEntry]:
     """Every enabled model with its availability, in display order."""
+    sync_self_hosted_models()
     reasons: dict[str, str | None] = {}
     entries = []
     for model in AIModel.objects.filter(enabled=True):

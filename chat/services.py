@@ -8,7 +8,7 @@ from django.core.cache import cache
 from django.db import transaction
 
 from billing.quota import is_subscriber
-from chat.catalog import default_model_name
+from chat.catalog import default_model_name, sync_self_hosted_models
 from chat.models import AIModel, Chat, ChatQuery
 from chat.providers import unavailable_reason
 from chat.tokens import answer_budget, estimate_message_tokens
@@ -108,6 +108,9 @@ def get_owned_chat(user, chat_id, for_update: bool = False) -> Chat:
 
 def check_model(name: str) -> AIModel:
     model = AIModel.objects.filter(name=name).first()
+    if model is None and settings.OPENAI_COMPATIBLE_BASE_URL:
+        sync_self_hosted_models()  # a model the self-hosted server lists, before anyone opened the catalog
+        model = AIModel.objects.filter(name=name).first()
     if model is None:
         raise ChatError(f"Unknown model “{name}”. GET /api/v1/chat/models lists them.", code="unknown_model")
     if not model.enabled:

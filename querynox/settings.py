@@ -167,6 +167,8 @@ OPENROUTER_BASE_URL = env_str("OPENROUTER_BASE_URL")  # empty: OpenRouter's publ
 OPENAI_COMPATIBLE_BASE_URL = env_str("OPENAI_COMPATIBLE_BASE_URL")
 OPENAI_COMPATIBLE_API_KEY = env_str("OPENAI_COMPATIBLE_API_KEY")
 OPENAI_COMPATIBLE_MODELS_CACHE_SECONDS = env_int("OPENAI_COMPATIBLE_MODELS_CACHE_SECONDS", 60, minimum=0)
+# The context window assumed for models the self-hosted server lists (staff can correct each in admin).
+OPENAI_COMPATIBLE_CONTEXT = env_int("OPENAI_COMPATIBLE_CONTEXT", 8192, minimum=256)
 
 # How every cloud SDK talks HTTP. The read timeout bounds the wait for the first byte and every gap between two
 # streamed chunks; connect bounds opening the connection. The SDKs retry 429, 5xx and connection failures
