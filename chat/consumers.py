@@ -12,6 +12,7 @@ from chat import events
 from chat.fragments import HtmxFramer, JsonFramer
 from chat.generations import begin_turn, follow, stop_generation
 from chat.services import ChatError, get_owned_query
+from querynox import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         self.user = self.scope.get("user")
         self.followers: dict[str, asyncio.Task] = {}
+        metrics.OPEN_WEBSOCKETS.inc()  # every connection ends in disconnect(), which decrements
         await self.accept()
         if not (self.user and self.user.is_authenticated):
             await self.send_json(
@@ -32,6 +34,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=4401)
 
     async def disconnect(self, code):
+        metrics.OPEN_WEBSOCKETS.dec()
         # Followers only relay; the generations they follow keep running.
         for task in self.followers.values():
             task.cancel()

@@ -19,6 +19,7 @@ from chat import events
 from chat.models import AIModel, ChatQuery
 from chat.pipeline import run_turn
 from chat.services import ChatError, PreparedTurn, check_turn, do_start_turn, parse_turn_request
+from querynox import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +164,7 @@ def _prepare_and_save(user, payload, chat_id):
     try:
         reservation = quota.reserve(user, kind)
     except quota.QuotaExceeded as exc:
+        metrics.QUOTA_REFUSALS.labels(exc.kind).inc()
         raise ChatError(str(exc), code="quota_exceeded", status=429) from None
     try:
         query = do_start_turn(user, turn)

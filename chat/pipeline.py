@@ -19,6 +19,7 @@ from chat.providers import ProviderError, get_provider, unavailable_reason
 from chat.providers.base import Delta, Usage, Waiting
 from chat.services import PreparedTurn, public_chat_cache_key, token_budget
 from chat.tokens import fit_history
+from querynox import metrics
 
 logger = logging.getLogger("querynox.turn")
 
@@ -260,6 +261,7 @@ async def run_turn(query: ChatQuery, turn: PreparedTurn, stop: asyncio.Event, re
                 # After the first token a fallback would splice two models' text into one answer: never.
                 if writer.parts or position == len(candidates) - 1:
                     raise
+                metrics.record_fallback(candidate.provider)
                 failures.append({"model": candidate.name, "provider": candidate.provider, "error": str(exc)})
                 following = candidates[position + 1]
                 logger.warning(
@@ -275,6 +277,7 @@ async def run_turn(query: ChatQuery, turn: PreparedTurn, stop: asyncio.Event, re
         if settings.CHAT_NAMING and outcome == ChatQuery.Status.COMPLETE:
             _name_first_turn(query, writer.text)
     except ProviderError as exc:
+        metrics.PROVIDER_ERRORS.labels(model.provider).inc()
         await writer.finish(ChatQuery.Status.ERROR, error=str(exc), usage=usage, answered_by=model, failures=failures)
         await settle(writer, model, usage)
         yield events.error(str(exc), "provider_error", query.id)
@@ -287,6 +290,7 @@ async def run_turn(query: ChatQuery, turn: PreparedTurn, stop: asyncio.Event, re
     finally:
         await settle(writer, model, usage)  # when the task was cancelled before any of the above
         await cache.adelete(public_chat_cache_key(query.chat_id))
+        metrics.record_turn(model, outcome, first_token_at and first_token_at - started, usage, len(writer.parts))
         logger.info(
             "turn",
             extra={

