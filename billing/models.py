@@ -50,6 +50,7 @@ class UsageEntry(models.Model):
         WEB_SEARCH = "web_search", "Web search"
         FILE_RAG = "file_rag", "File RAG"
         OCR_PAGE = "ocr_page", "OCR page"
+        UTILITY = "utility", "Summary or chat name"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_entries")
     chat_query = models.ForeignKey("chat.ChatQuery", null=True, blank=True, on_delete=models.SET_NULL)

@@ -1,7 +1,11 @@
 """Work done by a cheap utility model around a turn: summaries of long chats and short chat names."""
 
 import logging
+from dataclasses import dataclass
 
+from asgiref.sync import sync_to_async
+
+from billing import ledger
 from chat.models import AIModel, Chat
 from chat.providers import ProviderError, get_provider, unavailable_reason
 from chat.services import token_budget
@@ -30,7 +34,15 @@ def _clip_to_tokens(text: str, tokens: int) -> str:
     return text if len(data) <= limit else data[-limit:].decode("utf-8", errors="ignore")
 
 
-async def _complete(model: AIModel, instruction: str, material: str, max_tokens: int) -> str:
+@dataclass(frozen=True)
+class BilledTo:
+    """Whose ledger a utility call is written to: providers bill these tokens too, so the ledger must show them."""
+
+    user_id: int
+    chat_query_id: object
+
+
+async def _complete(model: AIModel, instruction: str, material: str, max_tokens: int, billed_to: BilledTo) -> str:
     provider = get_provider(model.provider)
     if provider is None:
         raise ProviderError(f"No provider is configured for {model.name}.")
@@ -38,10 +50,18 @@ async def _complete(model: AIModel, instruction: str, material: str, max_tokens:
     material = _clip_to_tokens(material, budget - max_tokens - 100)
     messages = [{"role": "system", "content": instruction}, {"role": "user", "content": material}]
     completion = await provider.complete(model.full_name, messages, max_tokens=max_tokens)
+    await sync_to_async(ledger.record)(
+        billed_to.user_id,
+        "utility",
+        chat_query_id=billed_to.chat_query_id,
+        model=model,
+        input_tokens=completion.usage.input_tokens,
+        output_tokens=completion.usage.output_tokens,
+    )
     return completion.text.strip()
 
 
-async def summarise(model: AIModel, previous_summary: str, turns: list[tuple[dict, dict]]) -> str:
+async def summarise(model: AIModel, previous_summary: str, turns: list[tuple[dict, dict]], billed_to: BilledTo) -> str:
     lines = [f"Earlier summary: {previous_summary}"] if previous_summary else []
     for user_message, assistant_message in turns:
         lines.append(f"User: {user_message['content']}")
@@ -51,6 +71,7 @@ async def summarise(model: AIModel, previous_summary: str, turns: list[tuple[dic
         "Summarise this conversation in a short paragraph. Keep names, numbers, decisions and open questions.",
         "\n".join(lines),
         SUMMARY_MAX_TOKENS,
+        billed_to,
     )
     if not summary:
         raise ProviderError(f"{model.name} returned an empty summary.")
@@ -64,7 +85,7 @@ def clean_chat_name(raw: str) -> str:
     return name[:NAME_MAX_CHARS]
 
 
-async def name_chat(chat_id, prompt: str, answer: str, model_names: list[str]) -> str | None:
+async def name_chat(chat_id, prompt: str, answer: str, model_names: list[str], billed_to: BilledTo) -> str | None:
     """Give the chat a short descriptive name; failures leave the title-based name in place."""
     model = await utility_model(model_names)
     if model is None:
@@ -75,6 +96,7 @@ async def name_chat(chat_id, prompt: str, answer: str, model_names: list[str]) -
             "Reply with a short title (at most 6 words) for a chat that starts like this. Reply with the title only.",
             f"User: {prompt}\nAssistant: {answer}",
             NAME_MAX_TOKENS,
+            billed_to,
         )
     except ProviderError as exc:
         logger.info("chat naming failed", extra={"chat_id": str(chat_id), "reason": str(exc)})

@@ -12,7 +12,7 @@ from django.core.cache import cache
 
 from billing import ledger, quota
 from chat import events
-from chat.assist import name_chat, summarise, utility_model
+from chat.assist import BilledTo, name_chat, summarise, utility_model
 from chat.images import image_urls, store_image
 from chat.models import AIModel, Chat, ChatQuery
 from chat.providers import ProviderError, get_provider, unavailable_reason
@@ -162,7 +162,7 @@ class _BuildContext:
         if model is None:
             raise ProviderError("no summarising model is available")
         old, self.turns = self.turns[:dropped], self.turns[dropped:]
-        summary = await summarise(model, self.chat.summary, old)
+        summary = await summarise(model, self.chat.summary, old, BilledTo(self.chat.owner_id, self.query.pk))
         until = old[-1][0]["at"]
         await Chat.objects.filter(pk=self.chat.pk).aupdate(summary=summary, summary_until=until)
         self.chat.summary, self.chat.summary_until = summary, until
@@ -330,7 +330,8 @@ def _name_first_turn(query: ChatQuery, answer: str) -> None:
     async def name():
         if await ChatQuery.objects.filter(chat_id=query.chat_id, created_at__lt=query.created_at).aexists():
             return
-        await name_chat(query.chat_id, query.prompt, answer, settings.UTILITY_MODELS)
+        billed_to = BilledTo(query.chat.owner_id, query.pk)
+        await name_chat(query.chat_id, query.prompt, answer, settings.UTILITY_MODELS, billed_to)
         await cache.adelete(public_chat_cache_key(query.chat_id))
 
     task = asyncio.get_running_loop().create_task(name(), context=contextvars.Context())

@@ -22,10 +22,10 @@ def painter(scripted):
     uninstall_scripted_model("painter")
 
 
-async def generate(key, prompt="a green square"):
+async def generate(key, prompt="a green square", model="painter"):
     response = await ServerAsyncClient().post(
         "/api/v1/chat/stream",
-        {"prompt": prompt, "model": "painter"},
+        {"prompt": prompt, "model": model},
         content_type="application/json",
         headers=bearer(key),
     )
@@ -112,3 +112,16 @@ async def test_the_web_ui_shows_the_image_when_the_turn_completes(painter, owner
     html = "\n".join(frames)
     assert '<div id="images-q1" class="images" hx-swap-oob="outerHTML">' in html
     assert 'src="/p?inline=1"' in html and 'href="/d"' in html
+
+
+async def test_dall_e_3_through_the_openai_sdk_lands_in_s3_and_downloads_identical(emulator, owner_key, s3_storage):
+    events = await generate(owner_key, prompt="a lighthouse at dusk", model="dall-e-3")
+
+    assert events[-2]["type"] == "complete", events[-2]
+    (request,) = [r for r in emulator.requests if r["path"].endswith("/images/generations")]
+    assert request["model"] == "dall-e-3"
+    key = events[-2]["query"]["metadata"]["images"][0]["key"]
+    stored = s3_storage.get_object(Bucket=s3_storage.bucket, Key=key)["Body"].read()
+    assert stored.startswith(b"\x89PNG")
+    response = await download(f"/api/v1/public/images/download/{key}")
+    assert body(response) == stored
