@@ -95,8 +95,10 @@ def make_chat(db):
 
     Every turn is saved `complete`; pass status=... in a turn's third item to change that."""
 
+    from chat.services import title_from_prompt
+
     def make(user, turns=(("First question", "First answer"),), **fields):
-        fields.setdefault("title", turns[0][0] if turns else "New Chat")
+        fields.setdefault("title", title_from_prompt(turns[0][0]) if turns else "New Chat")
         fields.setdefault("model", SCRIPTED_MODEL)
         chat = Chat.objects.create(owner=user, **fields)
         for prompt, response, *status in turns:
