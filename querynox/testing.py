@@ -102,6 +102,16 @@ def parse_sse(body: str) -> list[dict]:
     return parsed
 
 
+async def read_until_query_id(stream) -> str:
+    """Read an SSE stream (a response's streaming_content) up to the event naming the turn's query; the rest is
+    left unread, so the test can act mid-answer."""
+    async for chunk in stream:
+        for event in parse_sse(chunk.decode()):
+            if "queryId" in event:
+                return event["queryId"]
+    raise AssertionError("the stream ended without naming its query")
+
+
 async def read_streaming(response) -> str:
     chunks = []
     async for chunk in response.streaming_content:

@@ -7,7 +7,7 @@ import pytest
 
 from billing.models import UsageEntry, UsagePeriod
 from conftest import ServerAsyncClient, bearer
-from querynox.testing import parse_sse, read_streaming
+from querynox.testing import parse_sse, read_streaming, read_until_query_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,12 +46,7 @@ async def test_stopping_before_the_first_token_returns_it(scripted, owner, owner
     response = await ServerAsyncClient().post(
         "/api/v1/chat/stream", {"prompt": "hi"}, content_type="application/json", headers=bearer(owner_key)
     )
-    query_id = None
-    async for chunk in response.streaming_content:
-        for event in parse_sse(chunk.decode()):
-            query_id = event.get("queryId", query_id)
-        if query_id:
-            break
+    query_id = await read_until_query_id(response.streaming_content)
     assert await used(owner) == 1  # charged while it runs
     await stop_generation(query_id)
     await read_streaming(response)

@@ -8,7 +8,7 @@ from django.test import AsyncClient
 from chat.models import ChatQuery
 from chat.pipeline import ResponseWriter
 from conftest import bearer
-from querynox.testing import parse_sse, read_streaming
+from querynox.testing import parse_sse, read_streaming, read_until_query_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,12 +43,7 @@ async def test_the_row_exists_from_the_start_and_the_partial_answer_is_saved_in_
         "/api/v1/chat/stream", {"prompt": "Count"}, content_type="application/json", headers=bearer(owner_key)
     )
     stream = response.streaming_content
-    query_id = None
-    async for chunk in stream:
-        for event in parse_sse(chunk.decode()):
-            query_id = event.get("queryId", query_id)
-        if query_id:
-            break
+    query_id = await read_until_query_id(stream)
     query = await ChatQuery.objects.aget(pk=query_id)
     assert query.status == "streaming"  # the row exists before any token
 
@@ -72,12 +67,7 @@ async def test_a_client_that_goes_away_does_not_stop_the_answer(scripted, owner_
         "/api/v1/chat/stream", {"prompt": "Go on"}, content_type="application/json", headers=bearer(owner_key)
     )
     stream = response.streaming_content
-    query_id = None
-    async for chunk in stream:
-        for event in parse_sse(chunk.decode()):
-            query_id = event.get("queryId", query_id)
-        if query_id:
-            break
+    query_id = await read_until_query_id(stream)
     await stream.aclose()  # the client disconnects mid-answer
 
     gate.set()
