@@ -13,7 +13,7 @@ from chat.catalog import catalog
 from chat.events import TERMINAL_TYPES
 from chat.generations import begin_turn, follow, stop_generation
 from chat.images import ImageKeyError, open_image
-from chat.models import Chat
+from chat.models import Chat, ChatQuery
 from chat.services import ChatError
 from chat.sse import sse_response
 from querynox.ratelimit import allow, client_ip
@@ -55,7 +55,7 @@ async def _json_turn(request, payload: TurnIn, chat_id=None):
         if event["type"] in TERMINAL_TYPES:
             last = event
     chat = await Chat.objects.aget(pk=query.chat_id)
-    saved = await services.ChatQuery.objects.aget(pk=query.pk)
+    saved = await ChatQuery.objects.aget(pk=query.pk)
     body = {"chatQuery": saved.as_dict(), "chat": chat.as_dict()}
     if last and last["type"] == "error":
         return JsonResponse({"error": last["message"], "code": last["code"], **body}, status=502)
