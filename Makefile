@@ -28,6 +28,7 @@ help:
 	@echo "make test   set up, then ruff check . and pytest (the whole suite)"
 
 run: install
+	$(PY) manage.py wait_for_db
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v 0
 	@echo "QueryNox is starting on http://$(HOST):$(PORT)/ (sign up in the browser; Ctrl-C stops it)"
