@@ -141,6 +141,25 @@ EMULATOR_KEYS = {
 }
 
 
+# One conversation for every provider test: a system prompt, a finished exchange and a new question.
+PROVIDER_TEST_SYSTEM = "You answer in one short sentence."
+PROVIDER_TEST_MESSAGES = [
+    {"role": "system", "content": PROVIDER_TEST_SYSTEM},
+    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "assistant", "content": "Paris."},
+    {"role": "user", "content": "And of Italy?"},
+]
+
+
+def registered_provider(name: str, expected_class):
+    """The registry's provider `name`, checked to be the module under test."""
+    from chat.providers import get_provider
+
+    provider = get_provider(name)
+    assert isinstance(provider, expected_class), provider
+    return provider
+
+
 def emulator_settings(url: str) -> dict:
     """Settings that point every cloud provider at the emulator, with timeouts and retry waits short enough for
     tests (a read timeout of 0.3 s, two SDK retries, at most 10 ms between attempts)."""

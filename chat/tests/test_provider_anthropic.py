@@ -1,25 +1,18 @@
 """The Anthropic provider through the real `anthropic` SDK against the provider emulator."""
 
-from chat.providers import get_provider, unavailable_reason
+from chat.providers import unavailable_reason
 from chat.providers.anthropic_provider import AnthropicProvider
 from chat.providers.base import Delta, Usage
 from querynox.emulator import count_tokens
-from querynox.testing import EMULATOR_KEYS, drain
+from querynox.testing import EMULATOR_KEYS, PROVIDER_TEST_MESSAGES, PROVIDER_TEST_SYSTEM, drain, registered_provider
 
-SYSTEM = "You answer in one short sentence."
-MESSAGES = [
-    {"role": "system", "content": SYSTEM},
-    {"role": "user", "content": "What is the capital of France?"},
-    {"role": "assistant", "content": "Paris."},
-    {"role": "user", "content": "And of Italy?"},
-]
+SYSTEM = PROVIDER_TEST_SYSTEM
+MESSAGES = PROVIDER_TEST_MESSAGES
 MODEL = "claude-3-5-sonnet-20240620"
 
 
 def anthropic_provider() -> AnthropicProvider:
-    provider = get_provider("anthropic")
-    assert isinstance(provider, AnthropicProvider)
-    return provider
+    return registered_provider("anthropic", AnthropicProvider)
 
 
 async def test_streaming_yields_the_reply_then_the_usage_from_message_start_and_message_delta(emulator):

@@ -4,19 +4,14 @@ import asyncio
 
 import pytest
 
-from chat.providers import get_provider, unavailable_reason
+from chat.providers import unavailable_reason
 from chat.providers.base import Delta, Usage
 from chat.providers.gemini_provider import GeminiProvider
 from querynox.emulator import count_tokens
-from querynox.testing import EMULATOR_KEYS, drain
+from querynox.testing import EMULATOR_KEYS, PROVIDER_TEST_MESSAGES, PROVIDER_TEST_SYSTEM, drain, registered_provider
 
-SYSTEM = "You answer in one short sentence."
-MESSAGES = [
-    {"role": "system", "content": SYSTEM},
-    {"role": "user", "content": "What is the capital of France?"},
-    {"role": "assistant", "content": "Paris."},
-    {"role": "user", "content": "And of Italy?"},
-]
+SYSTEM = PROVIDER_TEST_SYSTEM
+MESSAGES = PROVIDER_TEST_MESSAGES
 # Gemini's roles: the assistant is "model"; the system prompt is the separate systemInstruction.
 WIRE_MESSAGES = [
     {"role": "user", "content": "What is the capital of France?"},
@@ -27,9 +22,7 @@ MODEL = "gemini-1.5-flash"
 
 
 def gemini_provider() -> GeminiProvider:
-    provider = get_provider("gemini")
-    assert isinstance(provider, GeminiProvider)
-    return provider
+    return registered_provider("gemini", GeminiProvider)
 
 
 async def test_streaming_yields_the_reply_then_the_usage_metadata(emulator):

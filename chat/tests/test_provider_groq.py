@@ -1,24 +1,17 @@
 """The Groq provider through the real `groq` SDK against the provider emulator."""
 
-from chat.providers import get_provider, unavailable_reason
+from chat.providers import unavailable_reason
 from chat.providers.base import Delta, Usage
 from chat.providers.groq_provider import GroqProvider
 from querynox.emulator import count_tokens
-from querynox.testing import EMULATOR_KEYS, drain
+from querynox.testing import EMULATOR_KEYS, PROVIDER_TEST_MESSAGES, drain, registered_provider
 
-MESSAGES = [
-    {"role": "system", "content": "You answer in one short sentence."},
-    {"role": "user", "content": "What is the capital of France?"},
-    {"role": "assistant", "content": "Paris."},
-    {"role": "user", "content": "And of Italy?"},
-]
+MESSAGES = PROVIDER_TEST_MESSAGES
 MODEL = "llama-3.3-70b-versatile"
 
 
 def groq_provider() -> GroqProvider:
-    provider = get_provider("groq")
-    assert isinstance(provider, GroqProvider)
-    return provider
+    return registered_provider("groq", GroqProvider)
 
 
 async def test_streaming_yields_the_reply_then_the_usage_from_x_groq(emulator):

@@ -4,24 +4,17 @@ import asyncio
 
 import pytest
 
-from chat.providers import get_provider, unavailable_reason
+from chat.providers import unavailable_reason
 from chat.providers.base import Delta, ProviderError, Usage
 from chat.providers.openai_provider import OpenAIProvider
 from querynox.emulator import count_tokens, reply_pieces
-from querynox.testing import EMULATOR_KEYS, drain
+from querynox.testing import EMULATOR_KEYS, PROVIDER_TEST_MESSAGES, drain, registered_provider
 
-MESSAGES = [
-    {"role": "system", "content": "You answer in one short sentence."},
-    {"role": "user", "content": "What is the capital of France?"},
-    {"role": "assistant", "content": "Paris."},
-    {"role": "user", "content": "And of Italy?"},
-]
+MESSAGES = PROVIDER_TEST_MESSAGES
 
 
 def openai_provider() -> OpenAIProvider:
-    provider = get_provider("openai")
-    assert isinstance(provider, OpenAIProvider)
-    return provider
+    return registered_provider("openai", OpenAIProvider)
 
 
 async def test_streaming_yields_the_reply_then_the_usage_the_provider_reported(emulator):

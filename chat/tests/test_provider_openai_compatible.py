@@ -1,6 +1,6 @@
 """A self-hosted OpenAI-compatible server: the real `openai` SDK at OPENAI_COMPATIBLE_BASE_URL (the emulator)."""
 
-from chat.providers import get_provider, unavailable_reason
+from chat.providers import unavailable_reason
 from chat.providers.base import Delta, Usage
 from chat.providers.openai_provider import (
     NO_KEY,
@@ -8,7 +8,7 @@ from chat.providers.openai_provider import (
     clear_openai_compatible_models_cache,
     openai_compatible_models,
 )
-from querynox.testing import EMULATOR_KEYS, drain
+from querynox.testing import EMULATOR_KEYS, drain, registered_provider
 
 MESSAGES = [
     {"role": "system", "content": "Be brief."},
@@ -18,9 +18,7 @@ MODEL = "qwen2.5-7b-instruct"
 
 
 def compatible_provider() -> OpenAICompatibleProvider:
-    provider = get_provider("openai_compatible")
-    assert isinstance(provider, OpenAICompatibleProvider)
-    return provider
+    return registered_provider("openai_compatible", OpenAICompatibleProvider)
 
 
 async def test_streaming_with_usage(emulator):

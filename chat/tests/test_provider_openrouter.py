@@ -1,9 +1,9 @@
 """The OpenRouter provider: the real `openai` SDK at OpenRouter's base URL, against the provider emulator."""
 
-from chat.providers import get_provider, unavailable_reason
+from chat.providers import unavailable_reason
 from chat.providers.base import Delta, Usage
 from chat.providers.openai_provider import OPENROUTER_DEFAULT_BASE_URL, OpenRouterProvider
-from querynox.testing import EMULATOR_KEYS, drain
+from querynox.testing import EMULATOR_KEYS, drain, registered_provider
 
 MESSAGES = [
     {"role": "system", "content": "You answer in one short sentence."},
@@ -13,9 +13,7 @@ MODEL = "openai/gpt-oss-120b"
 
 
 def openrouter_provider() -> OpenRouterProvider:
-    provider = get_provider("openrouter")
-    assert isinstance(provider, OpenRouterProvider)
-    return provider
+    return registered_provider("openrouter", OpenRouterProvider)
 
 
 async def test_streaming_goes_to_the_openrouter_base_url_with_its_key(emulator):
