@@ -142,10 +142,6 @@ async def stop_generation(query_id: uuid.UUID) -> bool:
     return False
 
 
-def running_generation(query_id) -> Generation | None:
-    return _running.get(query_id)
-
-
 async def begin_turn(user, payload, chat_id=None) -> ChatQuery:
     """Validate a turn request (raising ChatError), charge the quota, save its query row and start generating.
 
@@ -171,5 +167,4 @@ def _prepare_and_save(user, payload, chat_id):
     except BaseException:
         quota.release(reservation)
         raise
-    query = ChatQuery.objects.select_related("chat").get(pk=query.pk)
-    return query, turn, reservation
+    return query, turn, reservation  # query.chat is already loaded: do_start_turn created the query with it
