@@ -10,7 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # libgomp1: OpenMP runtime that the llama.cpp build in xllamacpp links against.
-# tesseract-ocr (+ English and orientation/script data): the OCR engine pytesseract runs on scanned PDF pages and
+# tesseract-ocr (+ English and orientation/script data): the OCR engine rag/extract.py runs on scanned PDF pages and
 # images (rag/). The language check fails the build, not the first upload, when the English data is missing.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 tesseract-ocr tesseract-ocr-eng tesseract-ocr-osd \

@@ -1,4 +1,5 @@
-"""Work done by a cheap utility model around a turn: summaries of long chats and short chat names."""
+"""Work done by a cheap utility model around a turn: summaries of long chats, short chat names, and web search
+queries (chat/websearch.py cleans those and falls back to the prompt)."""
 
 import logging
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ logger = logging.getLogger(__name__)
 SUMMARY_MAX_TOKENS = 300
 NAME_MAX_TOKENS = 16
 NAME_MAX_CHARS = 60
+SEARCH_QUERY_MAX_TOKENS = 40
 
 
 async def utility_model(names: list[str]) -> AIModel | None:
@@ -105,3 +107,17 @@ async def name_chat(chat_id, prompt: str, answer: str, model_names: list[str], b
     if name:
         await Chat.objects.filter(pk=chat_id).aupdate(name=name)
     return name or None
+
+
+async def write_search_query(model: AIModel, conversation: str, billed_to: BilledTo) -> str:
+    """The model's raw web search query for the last message of `conversation`; raises ProviderError."""
+    return await _complete(
+        model,
+        "You turn the latest user message of a conversation into one web search query. Replace pronouns and vague "
+        "references (it, they, this, that...) with what they refer to earlier in the conversation, and add the "
+        "context a search needs. If the message is already a complete query, keep it as it is. Reply with the "
+        "search query only: no quotes, no explanation.",
+        conversation,
+        SEARCH_QUERY_MAX_TOKENS,
+        billed_to,
+    )

@@ -20,6 +20,11 @@ def content(text: str) -> dict:
     return {"type": "content", "content": text}
 
 
+def sources(items: list[dict]) -> dict:
+    """What grounded the answer, numbered as the answer cites it: files as [1], [2]…, web results as [W1]…"""
+    return {"type": "sources", "sources": list(items)}
+
+
 def complete(query_dict: dict, usage: dict | None) -> dict:
     return {"type": "complete", "status": query_dict["status"], "query": query_dict, "usage": usage}
 

@@ -1,17 +1,28 @@
 """Chat services: `check_*` validates and raises, `do_*` mutates inside a transaction."""
 
+import datetime as dt
+import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from urllib.parse import quote, unquote
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import transaction
+from django.utils import timezone
 
+from billing import quota
 from billing.quota import is_subscriber
 from chat.catalog import default_model_name, sync_self_hosted_models
 from chat.models import AIModel, Chat, ChatQuery
 from chat.providers import unavailable_reason
 from chat.tokens import answer_budget, estimate_message_tokens
+from querynox import metrics
+from rag.files import check_uploads, format_bytes
+from rag.models import Document
+from rag.types import FileRejected, Upload
 
 TITLE_CHARS = 50
 
@@ -39,6 +50,15 @@ class TurnRequest:
     system_prompt: str | None = None
     web_search: bool = False
     chat_id: uuid.UUID | None = None
+    attachment_ids: tuple[str, ...] = ()  # files staged through the web UI (do_stage_attachments)
+
+
+@dataclass(frozen=True)
+class TurnFile:
+    """A file the turn ingests, with the file-RAG quota it holds (None when the chat already has this file)."""
+
+    upload: Upload
+    reservation: quota.Reservation | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +68,7 @@ class PreparedTurn:
     chat: Chat | None
     max_tokens: int
     context_budget: int
+    files: tuple[TurnFile, ...] = ()
 
 
 def _parse_bool(value, field: str) -> bool:
@@ -95,7 +116,18 @@ def parse_turn_request(data, chat_id=None) -> TurnRequest:
         system_prompt=system_prompt,
         web_search=_parse_bool(data.get("webSearch", data.get("web_search")), "webSearch"),
         chat_id=parse_chat_id(raw_chat_id) if raw_chat_id else None,
+        attachment_ids=_parse_attachment_ids(data.get("attachments")),
     )
+
+
+def _parse_attachment_ids(value) -> tuple[str, ...]:
+    # A form with one staged file sends a string, with several a list (htmx's ws extension serialises it so).
+    if value in (None, "", []):
+        return ()
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not all(isinstance(item, str) for item in values):
+        raise ChatError("attachments must be a list of attachment ids.", code="invalid_field")
+    return tuple(dict.fromkeys(item for item in values if item))
 
 
 def get_owned_chat(user, chat_id, for_update: bool = False) -> Chat:
@@ -130,7 +162,9 @@ def token_budget(model: AIModel) -> tuple[int, int, int]:
     return limit, max_tokens, limit - max_tokens
 
 
-def check_turn(user, request: TurnRequest) -> PreparedTurn:
+def check_turn(user, request: TurnRequest, files: list[tuple[str, bytes]] = ()) -> PreparedTurn:
+    """Everything that can refuse a turn, before any quota is charged: the chat, the model, the prompt's size,
+    and the files (sent with the request, or staged earlier as attachments)."""
     chat = get_owned_chat(user, request.chat_id) if request.chat_id else None
     model = check_model(request.model or (chat.model if chat else None) or default_model_name())
     if model.pro and not is_subscriber(user):
@@ -151,7 +185,76 @@ def check_turn(user, request: TurnRequest) -> PreparedTurn:
             code="prompt_too_long",
             status=413,
         )
-    return PreparedTurn(request, model, chat, max_tokens=max_tokens, context_budget=budget)
+    uploads = check_turn_files(user, [*load_attachments(user, request.attachment_ids), *files])
+    return PreparedTurn(
+        request,
+        model,
+        chat,
+        max_tokens=max_tokens,
+        context_budget=budget,
+        files=tuple(TurnFile(upload) for upload in uploads),
+    )
+
+
+def check_turn_files(user, files: list[tuple[str, bytes]]) -> list[Upload]:
+    """The turn's files, each accepted by its bytes, within the plan's files per message; a file twice is once."""
+    if not files:
+        return []
+    try:
+        uploads = check_uploads(list(files), quota.limits_for(user)["files_per_request"])
+    except FileRejected as exc:
+        raise ChatError(exc.message, code=exc.code, status=exc.status) from None
+    unique: dict[str, Upload] = {}
+    for upload in uploads:
+        unique.setdefault(upload.sha256, upload)
+    return list(unique.values())
+
+
+def _refuse_quota(exc: quota.QuotaExceeded) -> ChatError:
+    metrics.QUOTA_REFUSALS.labels(exc.kind).inc()
+    return ChatError(str(exc), code="quota_exceeded", status=429)
+
+
+def do_reserve_turn(user, turn: PreparedTurn) -> tuple[quota.Reservation, PreparedTurn]:
+    """Charge the turn's quota: one generation, and one file use per file the chat does not have yet.
+
+    All or nothing: when any reservation is refused (429), those already taken are returned."""
+    kind = "image" if turn.ai_model.category == AIModel.Category.IMAGE else "chat"
+    taken: list[quota.Reservation] = []
+    try:
+        reservation = quota.reserve(user, kind)
+        taken.append(reservation)
+        known = _files_already_in_chat(turn.chat, [file.upload for file in turn.files])
+        files = []
+        for file in turn.files:
+            # The same file in the same chat is processed once, so it is charged once.
+            file_reservation = None if file.upload.sha256 in known else quota.reserve(user, "file_rag")
+            if file_reservation is not None:
+                taken.append(file_reservation)
+            files.append(TurnFile(file.upload, file_reservation))
+    except quota.QuotaExceeded as exc:
+        for done in taken:
+            quota.release(done)
+        raise _refuse_quota(exc) from None
+    return reservation, replace(turn, files=tuple(files))
+
+
+def do_release_turn(reservation: quota.Reservation, turn: PreparedTurn) -> None:
+    """Return everything do_reserve_turn charged (the turn could not start)."""
+    quota.release(reservation)
+    for file in turn.files:
+        if file.reservation is not None:
+            quota.release(file.reservation)
+
+
+def _files_already_in_chat(chat: Chat | None, uploads: list[Upload]) -> set[str]:
+    if chat is None or not uploads:
+        return set()
+    return set(
+        Document.objects.filter(
+            chat=chat, sha256__in=[upload.sha256 for upload in uploads], status=Document.Status.READY
+        ).values_list("sha256", flat=True)
+    )
 
 
 def title_from_prompt(prompt: str) -> str:
@@ -187,9 +290,18 @@ def do_start_turn(user, turn: PreparedTurn) -> ChatQuery:
         system_prompt=chat.system_prompt,
         web_search=request.web_search,
         status=ChatQuery.Status.STREAMING,
+        metadata={"files": [_file_summary(file.upload) for file in turn.files]} if turn.files else {},
     )
     invalidate_public_chat(chat.pk)
+    if request.attachment_ids:
+        # The turn holds the files' bytes now; the staged copies have served their purpose.
+        ids = request.attachment_ids
+        transaction.on_commit(lambda: do_discard_attachments(user, ids))
     return query
+
+
+def _file_summary(upload: Upload) -> dict:
+    return {"name": upload.name, "kind": upload.kind, "mime": upload.mime, "size": len(upload.data)}
 
 
 def public_chat_cache_key(chat_id) -> str:
@@ -270,3 +382,151 @@ def chat_history(chat: Chat):
 
 def bookmarked_chats(user):
     return Chat.objects.owned_by(user).filter(bookmarked=True)
+
+
+# --- attachments: files staged by the web UI before the turn is sent --------------------------------------------
+# The UI streams turns over a WebSocket, whose frames are capped far below a file's size limit, so a picked or
+# dropped file is POSTed at once, checked, and kept in the default storage (local media or S3, shared by every
+# instance) under the user's id; the turn then names it by id. Stored as attachments/<user id>/<id>_<quoted name>.
+
+ATTACHMENT_ROOT = "attachments"
+ATTACHMENT_TTL = dt.timedelta(hours=6)
+_ATTACHMENT_ID = re.compile(r"^[0-9a-f]{32}$")
+_STORED_NAME_CHARS = 180
+
+
+@dataclass(frozen=True)
+class Attachment:
+    id: str
+    name: str
+    kind: str
+    size: int
+
+    @property
+    def size_label(self) -> str:
+        return format_bytes(self.size)
+
+
+def _attachment_folder(user) -> str:
+    return f"{ATTACHMENT_ROOT}/{int(user.pk)}"
+
+
+def _stored_name(name: str) -> str:
+    """The name percent-encoded (no path can hide in it), shortened before its extension to fit a file name."""
+    stem, dot, extension = name.rpartition(".")
+    if not dot or len(extension) > 10:
+        stem, dot, extension = name, "", ""
+    while len(quote(stem + dot + extension, safe="")) > _STORED_NAME_CHARS and stem:
+        stem = stem[:-1]
+    return quote(stem + dot + extension, safe="") or "file"
+
+
+def _stored_attachments(user) -> dict[str, str]:
+    """attachment id → storage path, for the user's staged files."""
+    folder = _attachment_folder(user)
+    try:
+        _, names = default_storage.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    return {name[:32]: f"{folder}/{name}" for name in names if _ATTACHMENT_ID.match(name[:32]) and name[32:33] == "_"}
+
+
+def _is_expired(path: str) -> bool:
+    try:
+        return timezone.now() - default_storage.get_modified_time(path) > ATTACHMENT_TTL
+    except (FileNotFoundError, OSError):
+        return True
+
+
+def load_attachments(user, attachment_ids) -> list[tuple[str, bytes]]:
+    """(name, bytes) of the user's staged files; someone else's id, or an expired one, is refused."""
+    if not attachment_ids:
+        return []
+    stored = _stored_attachments(user)
+    files = []
+    for attachment_id in attachment_ids:
+        path = stored.get(attachment_id) if _ATTACHMENT_ID.match(attachment_id) else None
+        if path is None or _is_expired(path):
+            raise ChatError(
+                "An attached file is no longer available (attachments are kept for "
+                f"{int(ATTACHMENT_TTL.total_seconds() // 3600)} hours); remove it and attach it again.",
+                code="attachment_expired",
+            )
+        with default_storage.open(path, "rb") as stored_file:
+            files.append((unquote(path.rsplit("/", 1)[1][33:]), stored_file.read()))
+    return files
+
+
+def do_stage_attachments(user, attachment_ids, new_files: list[tuple[str, bytes]]) -> list[Attachment]:
+    """Check `new_files` together with the files already staged for the message (the plan's files per message
+    and the request's byte limit count them all), keep the new ones, and return every attachment of the message.
+
+    A refused file is a ChatError naming it; nothing new is kept then."""
+    _discard_expired_attachments(user)
+    staged = [attachment_id for attachment_id in attachment_ids if attachment_id in _stored_attachments(user)]
+    existing = load_attachments(user, staged)
+    try:
+        uploads = check_uploads([*existing, *new_files], quota.limits_for(user)["files_per_request"])
+    except FileRejected as exc:
+        raise ChatError(exc.message, code=exc.code, status=exc.status) from None
+    ids = list(staged)
+    for name, data in new_files:
+        attachment_id = uuid.uuid4().hex
+        default_storage.save(f"{_attachment_folder(user)}/{attachment_id}_{_stored_name(name)}", ContentFile(data))
+        ids.append(attachment_id)
+    return [
+        Attachment(attachment_id, upload.name, upload.kind, len(upload.data))
+        for attachment_id, upload in zip(ids, uploads, strict=True)
+    ]
+
+
+def do_discard_attachments(user, attachment_ids) -> None:
+    stored = _stored_attachments(user)
+    for attachment_id in attachment_ids:
+        if attachment_id in stored:
+            default_storage.delete(stored[attachment_id])
+
+
+def _discard_expired_attachments(user) -> None:
+    for path in _stored_attachments(user).values():
+        if _is_expired(path):
+            default_storage.delete(path)
+
+
+# --- documents -----------------------------------------------------------------------------------------------
+
+
+def get_owned_document(user, chat_id, document_id) -> Document:
+    """A document of one of the user's chats; anyone else's is "not found"."""
+    chat = get_owned_chat(user, chat_id)
+    try:
+        return chat.documents.get(pk=int(document_id))
+    except (Document.DoesNotExist, ValueError, TypeError):
+        raise ChatError("Document not found.", code="not_found", status=404) from None
+
+
+def document_url(chat_id, document_id, page: int | None = None) -> str:
+    """The page that serves the original file to its owner; browsers' PDF viewers open #page=N at that page."""
+    return f"/chat/{chat_id}/documents/{document_id}/file" + (f"#page={page}" if page else "")
+
+
+def document_as_dict(document: Document) -> dict:
+    return {
+        "id": document.pk,
+        "chatId": str(document.chat_id),
+        "name": document.name,
+        "kind": document.kind,
+        "mime": document.mime,
+        "size": document.size,
+        "pages": document.pages,
+        "status": document.status,
+        "error": document.error,
+        "notes": list(document.notes or []),
+        "url": document_url(document.chat_id, document.pk),
+        "downloadUrl": f"/api/v1/chat/{document.chat_id}/documents/{document.pk}/file",
+        "createdAt": document.created_at.isoformat(),
+    }
+
+
+def chat_documents(chat: Chat):
+    return chat.documents.order_by("created_at", "id")

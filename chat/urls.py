@@ -13,6 +13,9 @@ urlpatterns = [
     path("chat/<uuid:chat_id>/share/", views.toggle_share, name="share"),
     path("chat/<uuid:chat_id>/bookmark/", views.toggle_bookmark, name="bookmark"),
     path("chat/<uuid:chat_id>/delete/", views.delete, name="delete"),
+    path("chat/<uuid:chat_id>/documents/<int:document_id>/file", views.document_file, name="document_file"),
+    path("chat/attachments/", views.attach, name="attach"),
+    path("chat/attachments/<str:attachment_id>/remove/", views.detach, name="detach"),
     path("share/<uuid:chat_id>/", views.public_chat_page, name="public"),
     path("chat/sidebar/", views.sidebar, name="sidebar"),
 ]

@@ -12,7 +12,14 @@ It answers:
             content_block_stop, message_delta with usage, message_stop), GET /v1/models.
   Gemini    POST /v1beta/models/{model}:generateContent and :streamGenerateContent?alt=sse (usageMetadata),
             GET /v1beta/models.
-  Google Custom Search JSON: GET /customsearch/v1?key=…&cx=…&q=… (items with title, snippet, link).
+  Google Custom Search JSON: GET /customsearch/v1?key=…&cx=…&q=… (items with title, snippet, link; the key as
+            `key=` or an X-Goog-Api-Key header).
+  Web search APIs, told apart by path and method, under any prefix (e.g. /searxng, /tavily, /brave):
+            SearXNG GET …/search?q=…&format=json (results[].title/content/url; no key),
+            Tavily  POST …/search {"query", "max_results"} with Authorization: Bearer (401 without),
+            Brave   GET …/res/v1/web/search?q=…&count=… with X-Subscription-Token (422 without, as Brave answers),
+            all with the same deterministic results as Custom Search (or `search_items`, mapped to each format);
+            the log entry's `search_query` is what was searched.
   Control   POST /_emulator/config (the JSON that `configure()` takes), POST /_emulator/reset,
             GET /_emulator/requests (the request log and the early-close count), GET /_emulator/health.
 
@@ -23,7 +30,8 @@ Configuration (`configure(**changes)` or the control endpoint; `reset()` restore
   api_key            when set, any other key gets HTTP 401 in the provider's error format
   models             ids listed by the model-list endpoints
   embedding_dimensions  vector length when the request does not ask for one
-  search_items       Custom Search items to return (default: generated from the query)
+  search_items       search results as Custom Search items {title, snippet, link}, served by every search API in
+                     its own format (default: generated from the query)
   fault              None, a kind, or {"kind": …, "times": K, "after_chunks": N, "delay": s, "retry_after": s,
                      "match": "path substring"}. Kinds:
                        http_500 / http_429 / http_NNN   an error status in the provider's format (429 carries
@@ -221,6 +229,10 @@ class _Exchange:
             return "control"
         if self.path.startswith("/customsearch/"):
             return "search"
+        if self.path.rstrip("/").endswith("/res/v1/web/search"):
+            return "brave"
+        if self.path.rstrip("/").endswith("/search"):
+            return "tavily" if self.handler.command == "POST" else "searxng"
         if (
             _GEMINI_PATH.search(self.path)
             or self.path.startswith(("/v1beta", "/v1alpha"))
@@ -235,7 +247,12 @@ class _Exchange:
         auth = self.headers.get("Authorization", "")
         if auth.lower().startswith("bearer "):
             return auth[7:].strip()
-        return self.headers.get("x-api-key") or self.headers.get("x-goog-api-key") or self.query.get("key")
+        return (
+            self.headers.get("x-api-key")
+            or self.headers.get("x-goog-api-key")
+            or self.headers.get("x-subscription-token")
+            or self.query.get("key")
+        )
 
     # --- socket helpers -----------------------------------------------------------------------------------
     def client_gone(self) -> bool:
@@ -651,6 +668,8 @@ class ProviderEmulator:
         path, method = ex.path, ex.handler.command
         if ex.api == "search":
             return self._search if path.rstrip("/").endswith("/customsearch/v1") and method == "GET" else None
+        if ex.api in ("searxng", "tavily", "brave"):  # _api() matched path and method already
+            return {"searxng": self._searxng_search, "tavily": self._tavily_search, "brave": self._brave_search}[ex.api]
         if ex.api == "gemini":
             if _GEMINI_PATH.search(path) and method == "POST":
                 return self._gemini_generate
@@ -683,6 +702,14 @@ class ProviderEmulator:
                 529: "overloaded_error",
             }
             payload = {"type": "error", "error": {"type": kinds.get(status, "api_error"), "message": message}}
+        elif ex.api == "tavily":
+            payload = {"detail": {"error": message}}
+        elif ex.api == "brave":
+            codes = {401: "SUBSCRIPTION_TOKEN_INVALID", 422: "VALIDATION", 429: "RATE_LIMITED"}
+            error = {"id": self._next_id("brave-err-"), "status": status, "code": codes.get(status, "UNKNOWN")}
+            payload = {"type": "ErrorResponse", "error": {**error, "detail": message}, "time": int(time.time())}
+        elif ex.api == "searxng":
+            payload = {"error": message}
         elif ex.api in ("gemini", "search"):
             statuses = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED"}
             payload = {"error": {"code": status, "message": message, "status": statuses.get(status, "INTERNAL")}}
@@ -1003,14 +1030,10 @@ class ProviderEmulator:
         ]
         ex.send_json(200, {"models": models})
 
-    # --- Google Custom Search JSON API ---------------------------------------------------------------------
-    def _search(self, ex: _Exchange) -> None:
-        query = ex.query.get("q", "")
-        count = max(1, min(int(ex.query.get("num") or 10), 10))
-        ex.entry.update(kind="search", search_query=query, cx=ex.query.get("cx"))
-        if not ex.api_key():
-            self._error(ex, 403, "Method doesn't allow unregistered callers. Please use an API key.")
-            return
+    # --- web search APIs ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _search_items(ex: _Exchange, query: str, count: int) -> list[dict]:
+        """Up to `count` results as Custom Search items: the configured ones, or ones derived from the query."""
         items = ex.config["search_items"]
         if items is None:
             slug = re.sub(r"[^a-z0-9]+", "-", query.lower()).strip("-") or "result"
@@ -1024,7 +1047,24 @@ class ProviderEmulator:
                 }
                 for n in range(1, count + 1)
             ]
-        items = items[:count]
+        return items[: max(0, count)]
+
+    @staticmethod
+    def _count(raw, default: int, maximum: int) -> int:
+        try:
+            return max(1, min(int(raw), maximum))
+        except (TypeError, ValueError):
+            return default
+
+    def _search(self, ex: _Exchange) -> None:
+        """Google Custom Search JSON API."""
+        query = ex.query.get("q", "")
+        count = self._count(ex.query.get("num"), 10, 10)
+        ex.entry.update(kind="search", search_query=query, cx=ex.query.get("cx"))
+        if not ex.api_key():
+            self._error(ex, 403, "Method doesn't allow unregistered callers. Please use an API key.")
+            return
+        items = self._search_items(ex, query, count)
         ex.send_json(
             200,
             {
@@ -1032,6 +1072,95 @@ class ProviderEmulator:
                 "queries": {"request": [{"searchTerms": query, "count": len(items), "startIndex": 1}]},
                 "searchInformation": {"searchTime": 0.01, "totalResults": str(len(items))},
                 "items": items,
+            },
+        )
+
+    def _searxng_search(self, ex: _Exchange) -> None:
+        """SearXNG's JSON API (a self-hosted instance with `json` among its formats; it takes no key)."""
+        query = ex.query.get("q", "")
+        ex.entry.update(kind="search", search_query=query)
+        if ex.query.get("format") != "json":
+            self._error(ex, 400, "The emulator serves SearXNG's format=json only.")
+            return
+        results = [
+            {
+                "url": item.get("link"),
+                "title": item.get("title"),
+                "content": item.get("snippet"),
+                "engine": "emulator",
+                "engines": ["emulator"],
+                "positions": [position],
+                "score": 1.0 / position,
+                "category": "general",
+            }
+            for position, item in enumerate(self._search_items(ex, query, 10), start=1)
+        ]
+        ex.send_json(
+            200,
+            {
+                "query": query,
+                "number_of_results": len(results),
+                "results": results,
+                "answers": [],
+                "corrections": [],
+                "infoboxes": [],
+                "suggestions": [],
+                "unresponsive_engines": [],
+            },
+        )
+
+    def _tavily_search(self, ex: _Exchange) -> None:
+        """Tavily's search API (the key as a bearer token)."""
+        query = str(ex.body.get("query") or "")
+        count = self._count(ex.body.get("max_results"), 5, 20)
+        ex.entry.update(kind="search", search_query=query, search_depth=ex.body.get("search_depth"))
+        if not ex.headers.get("Authorization", "").lower().startswith("bearer "):
+            self._error(ex, 401, "Unauthorized: missing or invalid API key.")
+            return
+        results = [
+            {
+                "title": item.get("title"),
+                "url": item.get("link"),
+                "content": item.get("snippet"),
+                "score": round(1.0 / position, 4),
+                "raw_content": None,
+            }
+            for position, item in enumerate(self._search_items(ex, query, count), start=1)
+        ]
+        ex.send_json(
+            200,
+            {"query": query, "answer": None, "images": [], "results": results, "response_time": 0.01},
+        )
+
+    def _brave_search(self, ex: _Exchange) -> None:
+        """Brave's Web Search API (the key in X-Subscription-Token; descriptions carry <strong> around the query
+        words, as Brave's default text decorations do)."""
+        query = ex.query.get("q", "")
+        count = self._count(ex.query.get("count"), 20, 20)
+        ex.entry.update(kind="search", search_query=query)
+        if not ex.headers.get("X-Subscription-Token"):
+            self._error(ex, 422, "Unable to validate request parameter(s)")
+            return
+        configured = ex.config["search_items"] is not None
+        results = [
+            {
+                "type": "search_result",
+                "title": item.get("title"),
+                "url": item.get("link"),
+                "description": item.get("snippet")
+                if configured
+                else str(item.get("snippet") or "").replace(query, f"<strong>{query}</strong>", 1),
+                "language": "en",
+                "family_friendly": True,
+            }
+            for item in self._search_items(ex, query, count)
+        ]
+        ex.send_json(
+            200,
+            {
+                "type": "search",
+                "query": {"original": query, "more_results_available": False},
+                "web": {"type": "search", "results": results, "family_friendly": True},
             },
         )
 

@@ -189,7 +189,9 @@ def test_bad_turn_requests_are_refused_with_a_clear_4xx(scripted, own_chat, owne
 
 
 def test_a_form_encoded_body_is_refused(scripted, owner_key):
-    response = Client().post("/api/v1/chat", {"prompt": "hi"}, headers=bearer(owner_key))
+    response = Client().post(
+        "/api/v1/chat", "prompt=hi", content_type="application/x-www-form-urlencoded", headers=bearer(owner_key)
+    )
 
     assert_refused(response, 400, "invalid_body", "parse")
     assert not ChatQuery.objects.exists()

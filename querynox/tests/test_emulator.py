@@ -1,5 +1,5 @@
 """The provider emulator itself: control endpoint, command line, and the endpoints no provider module uses yet
-(embeddings, images by URL, Google Custom Search)."""
+(embeddings, images by URL, the web search APIs: Google Custom Search, SearXNG, Tavily, Brave)."""
 
 import base64
 import json
@@ -87,6 +87,128 @@ def test_google_custom_search(emulator):
         {"title": "Only", "snippet": "One result", "link": "https://example.org/"}
     ]
     assert httpx.get(f"{emulator.url}/customsearch/v1", params={"q": "x"}).status_code == 403  # no key
+
+
+def test_google_custom_search_takes_the_key_as_a_header(emulator):
+    response = httpx.get(
+        f"{emulator.url}/customsearch/v1", params={"cx": "engine", "q": "x", "num": 2}, headers={"X-Goog-Api-Key": "k"}
+    )
+
+    assert response.status_code == 200 and len(response.json()["items"]) == 2
+    assert (emulator.requests[0]["api"], emulator.requests[0]["api_key"]) == ("search", "k")
+
+
+def test_searxng_json_api(emulator):
+    response = httpx.get(f"{emulator.url}/searxng/search", params={"q": "django channels", "format": "json"})
+
+    body = response.json()
+    assert response.status_code == 200 and body["query"] == "django channels"
+    assert len(body["results"]) == 10
+    assert body["results"][0] == {
+        "url": "https://example.com/django-channels/1",
+        "title": "django channels — result 1",
+        "content": "Snippet 1 about django channels.",
+        "engine": "emulator",
+        "engines": ["emulator"],
+        "positions": [1],
+        "score": 1.0,
+        "category": "general",
+    }
+    (request,) = emulator.requests
+    assert (request["api"], request["method"], request["search_query"], request["api_key"]) == (
+        "searxng",
+        "GET",
+        "django channels",
+        None,
+    )
+    # SearXNG serves HTML unless asked for JSON; the emulator serves JSON only, and says so.
+    assert httpx.get(f"{emulator.url}/search", params={"q": "x"}).status_code == 400
+
+
+def test_tavily_search_api_needs_a_bearer_key(emulator):
+    ask = {"query": "django channels", "max_results": 3, "search_depth": "basic"}
+    response = httpx.post(f"{emulator.url}/tavily/search", json=ask, headers={"Authorization": "Bearer tvly-k"})
+
+    body = response.json()
+    assert response.status_code == 200 and body["query"] == "django channels"
+    assert [r["url"] for r in body["results"]] == [f"https://example.com/django-channels/{n}" for n in (1, 2, 3)]
+    assert {"title", "url", "content", "score"} <= set(body["results"][0])
+    request = emulator.requests[0]
+    assert (request["api"], request["search_query"], request["search_depth"], request["api_key"]) == (
+        "tavily",
+        "django channels",
+        "basic",
+        "tvly-k",
+    )
+
+    refused = httpx.post(f"{emulator.url}/search", json=ask)  # no key: 401 in Tavily's error format
+    assert refused.status_code == 401 and "API key" in refused.json()["detail"]["error"]
+
+
+def test_brave_web_search_api_needs_a_subscription_token(emulator):
+    response = httpx.get(
+        f"{emulator.url}/res/v1/web/search",
+        params={"q": "django channels", "count": 4},
+        headers={"X-Subscription-Token": "brave-k"},
+    )
+
+    body = response.json()
+    assert response.status_code == 200 and body["query"]["original"] == "django channels"
+    results = body["web"]["results"]
+    assert len(results) == 4
+    assert results[0]["description"] == "Snippet 1 about <strong>django channels</strong>."  # Brave's decorations
+    assert (results[0]["title"], results[0]["url"]) == (
+        "django channels — result 1",
+        "https://example.com/django-channels/1",
+    )
+    assert (emulator.requests[0]["api"], emulator.requests[0]["api_key"]) == ("brave", "brave-k")
+    assert emulator.requests[0]["search_query"] == "django channels"
+
+    refused = httpx.get(f"{emulator.url}/brave/res/v1/web/search", params={"q": "x"})  # any prefix works
+    assert refused.status_code == 422
+    assert refused.json()["type"] == "ErrorResponse" and refused.json()["error"]["code"] == "VALIDATION"
+
+
+def test_every_search_api_serves_the_configured_items_in_its_own_format(emulator):
+    emulator.configure(search_items=[{"title": "Only", "snippet": "One result", "link": "https://example.org/"}])
+
+    searxng = httpx.get(f"{emulator.url}/search", params={"q": "x", "format": "json"}).json()["results"]
+    tavily = httpx.post(f"{emulator.url}/search", json={"query": "x"}, headers={"Authorization": "Bearer k"})
+    brave = httpx.get(f"{emulator.url}/res/v1/web/search", params={"q": "x"}, headers={"X-Subscription-Token": "k"})
+
+    assert [(r["title"], r["content"], r["url"]) for r in searxng] == [("Only", "One result", "https://example.org/")]
+    assert [(r["title"], r["content"], r["url"]) for r in tavily.json()["results"]] == [
+        ("Only", "One result", "https://example.org/")
+    ]
+    assert [(r["title"], r["description"], r["url"]) for r in brave.json()["web"]["results"]] == [
+        ("Only", "One result", "https://example.org/")
+    ]
+
+
+def test_search_apis_honour_faults_and_the_configured_key(emulator):
+    emulator.configure(fault={"kind": "http_503", "times": 1, "match": "/tavily/"})
+    tavily = f"{emulator.url}/tavily/search"
+    failed = httpx.post(tavily, json={"query": "x"}, headers={"Authorization": "Bearer k"})
+    recovered = httpx.post(tavily, json={"query": "x"}, headers={"Authorization": "Bearer k"})
+    assert (failed.status_code, recovered.status_code) == (503, 200)
+    assert "detail" in failed.json()  # the error in Tavily's format
+
+    emulator.configure(fault={"kind": "stall", "delay": 2})
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(f"{emulator.url}/searxng/search", params={"q": "x", "format": "json"}, timeout=0.2)
+
+    emulator.configure(fault=None, api_key="right")
+    brave = f"{emulator.url}/res/v1/web/search"
+    assert httpx.get(brave, params={"q": "x"}, headers={"X-Subscription-Token": "wrong"}).status_code == 401
+    assert httpx.get(brave, params={"q": "x"}, headers={"X-Subscription-Token": "right"}).status_code == 200
+    assert [(r["api"], r["fault"]) for r in emulator.requests] == [
+        ("tavily", "http_503"),
+        ("tavily", None),
+        ("searxng", "stall"),
+        ("brave", None),
+        ("brave", None),
+    ]
+    assert [r["outcome"] for r in emulator.requests[-2:]] == ["unauthorized", "ok"]
 
 
 def test_unknown_paths_are_a_404_in_the_providers_format(emulator):

@@ -1,0 +1,249 @@
+"""Putting a file into a chat: extract, chunk, embed, store; and what the UI and the pipeline ask about a chat's
+documents. Synchronous (the turn pipeline calls it in a worker thread through sync_to_async)."""
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from rag.chunking import chunk_pages
+from rag.embeddings import EmbeddingError, get_embedder
+from rag.extract import extract
+from rag.models import Chunk, Document, encode_embedding
+from rag.types import ChunkDraft, FileRejected, Upload
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+# How often a request waiting for another one's ingest of the same file looks again.
+WAIT_POLL_SECONDS = 0.25
+# An ingest renews its document's updated_at at most this often while it works (see RAG_INGEST_STALE_SECONDS).
+HEARTBEAT_SECONDS = 5.0
+
+
+def ingest(chat, upload: Upload, progress: Progress | None = None) -> Document:
+    """The chat's ready Document for `upload`, processing the file unless the chat already has it.
+
+    Raises FileRejected (the Document is then saved as failed with the same message) when the file has no usable
+    text, or when the embedder cannot be reached (code "embedding_unavailable", status 503). Two requests with the
+    same file in the same chat: one processes it, the other waits and returns the same Document."""
+    report = progress or _ignore
+    document = _claim(chat, upload, report)
+    if document.status == Document.Status.READY:
+        return document
+    heartbeat = _Heartbeat(document.pk)
+    try:
+        if not _copy_from_earlier_upload(document, upload, report):
+            _process(document, upload, report, heartbeat)
+    except FileRejected as exc:
+        _mark_failed(document, exc.message)
+        raise
+    except EmbeddingError as exc:
+        message = f'"{upload.name}" could not be indexed: {exc}'
+        _mark_failed(document, message)
+        raise FileRejected(message, code="embedding_unavailable", status=503) from exc
+    except Exception:
+        logger.exception("ingest failed", extra={"document": document.pk})
+        _mark_failed(document, f'Something went wrong while reading "{upload.name}". Try uploading it again.')
+        raise
+    except BaseException:
+        # Cancelled (the turn was stopped, the server is shutting down): failed, not left `processing`, so the
+        # next upload of the file retries at once instead of waiting RAG_INGEST_STALE_SECONDS for this one.
+        _mark_failed(document, f'Reading "{upload.name}" was stopped before it finished. Upload it again to retry.')
+        raise
+    report(f"{upload.name} is ready")
+    return document
+
+
+def chat_has_documents(chat_id) -> bool:
+    """Whether retrieval has anything to search in this chat (its ready documents)."""
+    return Document.objects.filter(chat_id=chat_id, status=Document.Status.READY).exists()
+
+
+def documents_for_chat(chat_id) -> list[Document]:
+    """Every document of the chat, oldest first, whatever its status (failed ones carry `error`)."""
+    return list(Document.objects.filter(chat_id=chat_id).order_by("created_at", "id"))
+
+
+# --- steps --------------------------------------------------------------------------------------------------
+
+
+def _ignore(message: str) -> None:
+    pass
+
+
+def _claim(chat, upload: Upload, report: Progress) -> Document:
+    """The chat's Document for this file: a ready one, or one that this call now owns (status processing).
+
+    The unique (chat, sha256) constraint decides races: whoever creates the row processes the file; the others
+    wait for it, and take it over only when it failed or its worker stopped renewing it (crashed)."""
+    told_to_wait = False
+    while True:
+        document = Document.objects.filter(chat=chat, sha256=upload.sha256).first()
+        if document is None:
+            try:
+                with transaction.atomic():
+                    return Document.objects.create(
+                        chat=chat,
+                        name=upload.name[:255],
+                        kind=upload.kind,
+                        mime=upload.mime,
+                        sha256=upload.sha256,
+                        size=len(upload.data),
+                    )
+            except IntegrityError:
+                continue  # another request created it a moment ago: look again
+        if document.status == Document.Status.READY:
+            report(f"{document.name} is already in this chat")
+            return document
+        stale = timezone.now() - document.updated_at > timedelta(seconds=settings.RAG_INGEST_STALE_SECONDS)
+        if document.status == Document.Status.FAILED or stale:
+            # Conditional on what we read, so of several requests retrying at once exactly one takes it.
+            taken = Document.objects.filter(
+                pk=document.pk, status=document.status, updated_at=document.updated_at
+            ).update(
+                status=Document.Status.PROCESSING,
+                error="",
+                name=upload.name[:255],
+                kind=upload.kind,
+                mime=upload.mime,
+                size=len(upload.data),
+                updated_at=timezone.now(),
+            )
+            if taken:
+                document.refresh_from_db()
+                return document
+            continue
+        if not told_to_wait:
+            report(f"{document.name} is being read for another message; waiting for it")
+            told_to_wait = True
+        time.sleep(WAIT_POLL_SECONDS)
+
+
+class _Heartbeat:
+    """Renews the document's updated_at while the ingest makes progress, so waiting requests know it is alive."""
+
+    def __init__(self, document_id: int):
+        self.document_id = document_id
+        self.last = time.monotonic()
+
+    def beat(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= HEARTBEAT_SECONDS:
+            self.last = now
+            Document.objects.filter(pk=self.document_id).update(updated_at=timezone.now())
+
+
+def _process(document: Document, upload: Upload, report: Progress, heartbeat: _Heartbeat) -> None:
+    def extraction_progress(message: str) -> None:
+        heartbeat.beat()
+        report(message)
+
+    report(f"Reading {upload.name}")
+    extraction = extract(upload, progress=extraction_progress)
+    drafts = chunk_pages(extraction.pages)
+    if not drafts:
+        raise FileRejected(f'"{upload.name}" has no text we could read.', code="no_text")
+    embedder = get_embedder()
+    vectors = []
+    for start in range(0, len(drafts), embedder.batch_size):
+        batch = drafts[start : start + embedder.batch_size]
+        vectors.extend(embedder.embed([embedding_text(draft) for draft in batch]))
+        report(f"Embedding {upload.name}: {start + len(batch)} of {len(drafts)} chunks")
+        heartbeat.beat()
+    pages = max((page.number for page in extraction.pages), default=0)
+    _store(document, upload, drafts, vectors, pages, list(extraction.notes), embedder.name)
+
+
+def embedding_text(draft: ChunkDraft) -> str:
+    """What is embedded for a chunk: its heading too, which often names what a terse passage is about."""
+    if draft.heading and draft.heading not in draft.text[: len(draft.heading) + 8]:
+        return f"{draft.heading}\n{draft.text}"
+    return draft.text
+
+
+def _copy_from_earlier_upload(document: Document, upload: Upload, report: Progress) -> bool:
+    """Reuse the chunks and vectors of the same file already read in another chat of the same user, when they were
+    embedded by the current embedder: no extraction, OCR or embedding again. Only the same user's: another user's
+    earlier upload would make this one noticeably faster, telling them that someone else has this exact file."""
+    embedder_name = get_embedder().name
+    earlier = (
+        Document.objects.filter(
+            chat__owner_id=document.chat.owner_id,
+            sha256=upload.sha256,
+            status=Document.Status.READY,
+            embedding_model=embedder_name,
+        )
+        .exclude(pk=document.pk)
+        .order_by("-id")
+        .first()
+    )
+    if earlier is None:
+        return False
+    drafts, vectors = [], []
+    for chunk in earlier.chunks.order_by("position"):
+        drafts.append(ChunkDraft(chunk.text, chunk.page, chunk.heading, chunk.position, chunk.tokens))
+        vectors.append(bytes(chunk.embedding))
+    if not drafts:
+        return False
+    report(f"{upload.name} was already read in another chat; reusing it")
+    _store(document, upload, drafts, vectors, earlier.pages, list(earlier.notes), embedder_name)
+    return True
+
+
+def _store(document, upload, drafts, vectors, pages, notes, embedder_name) -> None:
+    file_name = _stored_file(document, upload)
+    chunks = [
+        Chunk(
+            document=document,
+            chat_id=document.chat_id,
+            position=index,
+            page=draft.page,
+            heading=draft.heading,
+            text=draft.text,
+            tokens=draft.tokens,
+            embedding=vector if isinstance(vector, bytes) else encode_embedding(vector),
+        )
+        for index, (draft, vector) in enumerate(zip(drafts, vectors, strict=True))
+    ]
+    with transaction.atomic():
+        Chunk.objects.filter(document=document).delete()  # leftovers of an abandoned attempt
+        Chunk.objects.bulk_create(chunks, batch_size=500)
+        document.status = Document.Status.READY
+        document.error = ""
+        document.pages = pages
+        document.notes = notes
+        document.embedding_model = embedder_name
+        document.file.name = file_name
+        document.save()
+
+
+def _stored_file(document: Document, upload: Upload) -> str:
+    """The original file in the default storage: the copy already stored for this user and content, else a new
+    one at documents/<user id>/<sha256>/<name>."""
+    existing = (
+        Document.objects.filter(chat__owner_id=document.chat.owner_id, sha256=upload.sha256)
+        .exclude(file="")
+        .exclude(pk=document.pk)
+        .values_list("file", flat=True)
+        .first()
+    )
+    if existing and default_storage.exists(existing):
+        return existing
+    document.file.save(upload.name, ContentFile(upload.data), save=False)
+    return document.file.name
+
+
+def _mark_failed(document: Document, message: str) -> None:
+    Document.objects.filter(pk=document.pk).update(
+        status=Document.Status.FAILED, error=message, updated_at=timezone.now()
+    )
+    document.status = Document.Status.FAILED
+    document.error = message
