@@ -9,9 +9,10 @@ from asgiref.sync import sync_to_async
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from billing.models import Product, UsagePeriod
-from chat import pipeline
+from chat import grounding
+from chat.grounding import Grounding
 from chat.models import ChatQuery
-from chat.pipeline import Grounding, _BuildContext
+from chat.pipeline import _BuildContext
 from chat.tokens import estimate_message_tokens
 from conftest import ServerAsyncClient, bearer
 from querynox.testing import parse_sse, read_streaming
@@ -129,14 +130,14 @@ async def test_progress_reaches_the_client_while_the_file_is_still_being_read(sc
     that held progress back until the file was read would leave it waiting."""
     seen_by_client = threading.Event()
     outcome = {}
-    real_ingest = pipeline.ingest
+    real_ingest = grounding.ingest
 
     def ingest_waiting_for_the_client(chat, upload, progress):
         progress(f"OCR page 1 of 2 in {upload.name}")
         outcome["client_saw_progress_first"] = seen_by_client.wait(timeout=20)
         return real_ingest(chat, upload, progress)
 
-    monkeypatch.setattr(pipeline, "ingest", ingest_waiting_for_the_client)
+    monkeypatch.setattr(grounding, "ingest", ingest_waiting_for_the_client)
     response = await ServerAsyncClient().post(
         "/api/v1/chat/stream", {"prompt": "Read it", "files": [pdf()]}, headers=bearer(owner_key)
     )
@@ -151,13 +152,13 @@ async def test_progress_reaches_the_client_while_the_file_is_still_being_read(sc
 async def test_the_turn_keeps_streaming_other_work_while_a_file_is_read(scripted, owner_key, monkeypatch):
     """Reading runs in a worker thread: the event loop stays free (here: a timer fires) while it works."""
     loop_ran = threading.Event()
-    real_ingest = pipeline.ingest
+    real_ingest = grounding.ingest
 
     def slow_ingest(chat, upload, progress):
         assert loop_ran.wait(timeout=20), "the event loop was blocked while the file was read"
         return real_ingest(chat, upload, progress)
 
-    monkeypatch.setattr(pipeline, "ingest", slow_ingest)
+    monkeypatch.setattr(grounding, "ingest", slow_ingest)
     asyncio.get_running_loop().call_later(0.05, loop_ran.set)
 
     events = await stream(owner_key, files=[pdf()], prompt="Read it")

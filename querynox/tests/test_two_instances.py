@@ -195,6 +195,7 @@ def test_stop_sent_to_one_instance_stops_the_generation_running_on_the_other(
         events += read_until(sse, lambda got: got[-1]["type"] in ("complete", "error"))
         took = time.monotonic() - stopped_at
 
+    print(f"two-instance stop: sent to B, A's stream ended {took * 1000:.0f} ms later")
     assert events[-1]["type"] == "complete" and events[-1]["status"] == "stopped"
     assert took < 5, f"the stop took {took:.1f} s to reach instance A"
     streamed = streamed_text(events)
@@ -229,6 +230,7 @@ def test_an_instance_killed_mid_answer_leaves_an_error_with_the_partial_answer(i
 
     metadata, events, noticed_after = signal_a_while_b_watches(a, b, key, "Another long answer.", 10, signal.SIGKILL)
 
+    print(f"two-instance kill: B reported A's death {noticed_after * 1000:.0f} ms after SIGKILL")
     assert events[-1]["type"] == "error" and events[-1]["code"] == "instance_lost"
     assert noticed_after < 5, f"B took {noticed_after:.1f} s to notice that A died"
     saved = saved_query(b, key, metadata["chatId"], metadata["queryId"])
@@ -255,6 +257,7 @@ def test_sigterm_saves_a_long_generation_as_stopped_after_the_grace_period(insta
     metadata, events, took = signal_a_while_b_watches(a, b, key, "A very long answer.", 3, signal.SIGTERM)
 
     assert a.process.wait(timeout=15) is not None
+    print(f"two-instance SIGTERM: stopped after {took * 1000:.0f} ms (grace {SHUTDOWN_GRACE_SECONDS} s)")
     assert events[-1]["type"] == "complete" and events[-1]["status"] == "stopped"
     assert SHUTDOWN_GRACE_SECONDS - 0.5 <= took < SHUTDOWN_GRACE_SECONDS + 5
     saved = saved_query(b, key, metadata["chatId"], metadata["queryId"])
