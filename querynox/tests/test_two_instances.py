@@ -18,6 +18,7 @@ import httpx
 import psycopg
 import pytest
 from django.conf import settings
+from websockets.sync.client import connect
 
 from querynox.emulator import reply_pieces
 from querynox.live import LiveServer, bearer, free_port, iter_sse_events
@@ -178,6 +179,29 @@ def test_a_client_that_moves_to_the_other_instance_gets_every_token_exactly_once
     assert received[-1]["type"] == "complete" and received[-1]["status"] == "complete"
     saved = saved_query(b, key, metadata["chatId"], metadata["queryId"])
     assert saved["status"] == "complete" and saved["response"] == reply
+
+
+def test_a_socket_client_that_moves_to_the_other_instance_gets_every_token_exactly_once_in_order(
+    instances, emulator_reply
+):
+    a, b, key = (running(instances[0]), running(instances[1]), instances[2])
+    reply = emulator_reply(words=80, tokens_per_second=40)
+    with connect(f"{a.ws_url}/ws/chat/", additional_headers=bearer(key), origin=a.url, open_timeout=30) as socket:
+        socket.send(json.dumps({"prompt": "Count to 80 over a socket."}))
+        on_a = []
+        while content_count(on_a) < 15:
+            on_a.append(json.loads(socket.recv(timeout=30)))
+    metadata = next(e for e in on_a if e["type"] == "metadata")
+    with connect(f"{b.ws_url}/ws/chat/", additional_headers=bearer(key), origin=b.url, open_timeout=30) as socket:
+        socket.send(json.dumps({"action": "follow", "queryId": metadata["queryId"], "after": on_a[-1]["seq"]}))
+        on_b = [json.loads(socket.recv(timeout=30))]
+        while on_b[-1]["type"] not in ("complete", "error"):
+            on_b.append(json.loads(socket.recv(timeout=30)))
+
+    received = on_a + on_b
+    assert [e["seq"] for e in received] == list(range(1, len(received) + 1))
+    assert "".join(e["content"] for e in received if e["type"] == "content") == reply
+    assert content_count(on_b) > 0 and received[-1]["status"] == "complete"
 
 
 def test_stop_sent_to_one_instance_stops_the_generation_running_on_the_other(
