@@ -17,8 +17,9 @@ from django.conf import settings
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from billing import ledger, quota
 from chat import events, shared_log
-from chat.models import ChatQuery
+from chat.models import RESERVATION_KEY, AIModel, ChatQuery
 from chat.pipeline import run_turn
 from chat.services import (
     PreparedTurn,
@@ -28,6 +29,7 @@ from chat.services import (
     do_start_turn,
     parse_turn_request,
 )
+from chat.tokens import estimate_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +167,7 @@ async def settle_orphan(query_id, status: str = ChatQuery.Status.ERROR) -> None:
     )
     if settled:
         logger.warning("settled an orphaned generation", extra={"query_id": str(query_id), "outcome": status})
+        await sync_to_async(_settle_orphan_charges)(query_id, partial)
     if streamed:
         query = await ChatQuery.objects.select_related("chat").aget(pk=query_id)
         if query.status == ChatQuery.Status.ERROR:
@@ -173,6 +176,28 @@ async def settle_orphan(query_id, status: str = ChatQuery.Status.ERROR) -> None:
             final = events.complete(query.as_dict(), query.metadata.get("usage"))
         await shared_log.append(query_id, {**final, "seq": streamed[-1]["seq"] + 1})
         await shared_log.retire(query_id)
+
+
+def _settle_orphan_charges(query_id, partial: str) -> None:
+    """The orphan's reservation, which its dead instance never settled: returned when nothing was produced; charged
+    when text was, with estimated tokens (the provider bills them, but its usage report never arrived)."""
+    query = ChatQuery.objects.select_related("chat").get(pk=query_id)
+    held = query.metadata.get(RESERVATION_KEY)
+    if not held:
+        return
+    if not partial:
+        quota.release(quota.Reservation(held["periodId"], held["kind"], held["amount"]))
+        return
+    usage = {"inputTokens": estimate_tokens(query.prompt), "outputTokens": estimate_tokens(partial), "estimated": True}
+    ledger.record(
+        query.chat.owner_id,
+        held["kind"],
+        chat_query_id=query.pk,
+        model=AIModel.objects.filter(name=query.model).first(),
+        input_tokens=usage["inputTokens"],
+        output_tokens=usage["outputTokens"],
+    )
+    ChatQuery.objects.filter(pk=query_id).update(metadata={**query.metadata, "usage": usage})
 
 
 async def _follow_shared(query_id: uuid.UUID, after_seq: int) -> AsyncIterator[dict]:
@@ -318,7 +343,7 @@ def _prepare_and_save(user, payload, chat_id, files=()):
     turn = check_turn(user, parse_turn_request(payload, chat_id), files)
     reservation, turn = do_reserve_turn(user, turn)
     try:
-        query = do_start_turn(user, turn)
+        query = do_start_turn(user, turn, reservation)
     except BaseException:
         do_release_turn(reservation, turn)
         raise

@@ -90,6 +90,10 @@ class Chat(models.Model):
         }
 
 
+# Metadata keys starting with "_" are for the server only (never sent to clients): the turn's quota reservation.
+RESERVATION_KEY = "_reservation"
+
+
 class ChatQuery(models.Model):
     class Status(models.TextChoices):
         STREAMING = "streaming"
@@ -136,7 +140,7 @@ class ChatQuery(models.Model):
             "response": self.response,
             "status": self.status,
             "error": self.error,
-            "metadata": self.metadata,
+            "metadata": {key: value for key, value in self.metadata.items() if not key.startswith("_")},
             "createdAt": self.created_at.isoformat(),
             "updatedAt": self.updated_at.isoformat(),
         }

@@ -79,18 +79,15 @@ class ResponseWriter:
 
 
 async def until_stopped(items: AsyncIterator, stop: asyncio.Event) -> AsyncIterator:
-    """Yield from `items` until it ends or `stop` is set; on stop, close it (and the provider stream behind it)."""
+    """Yield from `items` until it ends or `stop` is set; on stop (or cancellation), close it and the provider
+    stream behind it."""
     stop_waiter = asyncio.ensure_future(stop.wait())
+    next_item = None
     try:
         while not stop.is_set():
             next_item = asyncio.ensure_future(anext(items))
             await asyncio.wait({next_item, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
             if not next_item.done():
-                next_item.cancel()
-                try:
-                    await next_item
-                except (asyncio.CancelledError, StopAsyncIteration):
-                    pass
                 return
             try:
                 yield next_item.result()
@@ -98,6 +95,13 @@ async def until_stopped(items: AsyncIterator, stop: asyncio.Event) -> AsyncItera
                 return
     finally:
         stop_waiter.cancel()
+        if next_item is not None and not next_item.done():
+            # The stream is mid-step; it cannot be closed until that step is cancelled.
+            next_item.cancel()
+            try:
+                await next_item
+            except (asyncio.CancelledError, StopAsyncIteration):
+                pass
         await items.aclose()
 
 
@@ -316,7 +320,10 @@ async def run_turn(query: ChatQuery, turn: PreparedTurn, stop: asyncio.Event, re
         await settle(writer, model, usage)
         yield events.error(message, "internal_error", query.id)
     finally:
-        await settle(writer, model, usage)  # when the task was cancelled before any of the above
+        if not settle.done:
+            # Cancelled before any of the above: end the row here, or a sweeper would settle the same turn again.
+            await writer.finish(ChatQuery.Status.STOPPED, usage=usage, answered_by=model)
+            await settle(writer, model, usage)
         await file_charges.release_the_rest()
         await cache.adelete(public_chat_cache_key(query.chat_id))
         metrics.record_turn(model, outcome, first_token_at and first_token_at - started, usage, len(writer.parts))

@@ -16,7 +16,7 @@ from django.utils import timezone
 from billing import quota
 from billing.quota import is_subscriber
 from chat.catalog import default_model_name, sync_self_hosted_models
-from chat.models import AIModel, Chat, ChatQuery
+from chat.models import RESERVATION_KEY, AIModel, Chat, ChatQuery
 from chat.providers import unavailable_reason
 from chat.tokens import answer_budget, estimate_message_tokens
 from querynox import metrics
@@ -263,8 +263,11 @@ def title_from_prompt(prompt: str) -> str:
 
 
 @transaction.atomic
-def do_start_turn(user, turn: PreparedTurn) -> ChatQuery:
-    """Create the chat (for a first turn) and the query row, which exists from the very start of the turn."""
+def do_start_turn(user, turn: PreparedTurn, reservation: quota.Reservation | None = None) -> ChatQuery:
+    """Create the chat (for a first turn) and the query row, which exists from the very start of the turn.
+
+    The turn's quota reservation is noted on the row (a private metadata key), so that whoever settles the turn
+    when its instance died can still charge or return it (chat.generations.settle_orphan)."""
     request = turn.request
     chat = turn.chat
     if chat is None:
@@ -290,7 +293,7 @@ def do_start_turn(user, turn: PreparedTurn) -> ChatQuery:
         system_prompt=chat.system_prompt,
         web_search=request.web_search,
         status=ChatQuery.Status.STREAMING,
-        metadata={"files": [_file_summary(file.upload) for file in turn.files]} if turn.files else {},
+        metadata=_initial_metadata(turn, reservation),
     )
     invalidate_public_chat(chat.pk)
     if request.attachment_ids:
@@ -298,6 +301,19 @@ def do_start_turn(user, turn: PreparedTurn) -> ChatQuery:
         ids = request.attachment_ids
         transaction.on_commit(lambda: do_discard_attachments(user, ids))
     return query
+
+
+def _initial_metadata(turn: PreparedTurn, reservation: quota.Reservation | None) -> dict:
+    metadata = {}
+    if turn.files:
+        metadata["files"] = [_file_summary(file.upload) for file in turn.files]
+    if reservation is not None:
+        metadata[RESERVATION_KEY] = {
+            "periodId": reservation.period_id,
+            "kind": reservation.kind,
+            "amount": reservation.amount,
+        }
+    return metadata
 
 
 def _file_summary(upload: Upload) -> dict:

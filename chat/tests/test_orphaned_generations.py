@@ -5,18 +5,30 @@ import asyncio
 import datetime as dt
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.utils import timezone
 
+from billing import quota
+from billing.models import UsageEntry, UsagePeriod
 from chat import generations
-from chat.models import Chat, ChatQuery
+from chat.models import RESERVATION_KEY, Chat, ChatQuery
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def orphan(owner, response="half an ans", age_seconds=60) -> ChatQuery:
+async def orphan(owner, response="half an ans", age_seconds=60, reservation=None) -> ChatQuery:
     chat = await Chat.objects.acreate(owner=owner, title="Old", model="scripted-model")
+    metadata = {}
+    if reservation is not None:
+        held = {"periodId": reservation.period_id, "kind": reservation.kind, "amount": reservation.amount}
+        metadata[RESERVATION_KEY] = held
     query = await ChatQuery.objects.acreate(
-        chat=chat, prompt="Before the crash", model="scripted-model", response=response, status="streaming"
+        chat=chat,
+        prompt="Before the crash",
+        model="scripted-model",
+        response=response,
+        status="streaming",
+        metadata=metadata,
     )
     await ChatQuery.objects.filter(pk=query.pk).aupdate(created_at=timezone.now() - dt.timedelta(seconds=age_seconds))
     return query
@@ -76,3 +88,63 @@ async def test_shutdown_stops_a_generation_that_outlasts_the_grace_period_and_ke
     assert (saved.status, saved.response) == ("stopped", "w0 w1 w2 w3 ")
     assert scripted.closed_early == 1
     gate.set()
+
+
+async def chats_used(user) -> int:
+    return await UsagePeriod.objects.filter(user=user).values_list("chats_used", flat=True).aget()
+
+
+async def test_an_orphan_that_produced_nothing_gets_its_quota_back(scripted, owner):
+    reservation = await sync_to_async(quota.reserve)(owner, "chat")
+    query = await orphan(owner, response="", reservation=reservation)
+    assert await chats_used(owner) == 1
+
+    await generations.sweep_orphans(older_than_seconds=10)
+    await generations.sweep_orphans(older_than_seconds=10)  # settled once, however often it is swept
+
+    assert await chats_used(owner) == 0
+    assert not await UsageEntry.objects.filter(chat_query_id=query.pk).aexists()
+
+
+async def test_an_orphan_with_a_partial_answer_stays_charged_with_estimated_tokens_in_the_ledger(scripted, owner):
+    reservation = await sync_to_async(quota.reserve)(owner, "chat")
+    query = await orphan(owner, response="x" * 30, reservation=reservation)
+
+    await generations.sweep_orphans(older_than_seconds=10)
+    await generations.sweep_orphans(older_than_seconds=10)
+
+    assert await chats_used(owner) == 1
+    entry = await UsageEntry.objects.aget(chat_query_id=query.pk)
+    assert (entry.action, entry.model, entry.output_tokens) == ("chat", "scripted-model", 10)  # 30 bytes / 3
+    saved = await ChatQuery.objects.aget(pk=query.pk)
+    assert saved.metadata["usage"]["estimated"] is True
+    assert RESERVATION_KEY not in saved.as_dict()["metadata"]  # server-side bookkeeping never reaches clients
+
+
+async def test_a_normal_turn_notes_its_reservation_and_settles_it_itself(scripted, owner):
+    query = await generations.begin_turn(owner, {"prompt": "Hi"})
+    async for _ in generations.follow(query.pk):
+        pass
+
+    saved = await ChatQuery.objects.aget(pk=query.pk)
+    assert saved.metadata[RESERVATION_KEY]["kind"] == "chat"
+    assert await UsageEntry.objects.filter(chat_query_id=query.pk, action="chat").acount() == 1
+    assert await generations.sweep_orphans(older_than_seconds=0) == 0
+
+
+async def test_a_cancelled_generation_ends_its_row_so_nothing_settles_it_twice(scripted, owner):
+    scripted.tokens = ["one ", "two ", "three "]
+    gate = scripted.hold_at(2)
+    query = await generations.begin_turn(owner, {"prompt": "Cancel me"})
+    while scripted.tokens_sent < 2:
+        await asyncio.sleep(0.01)
+
+    task = generations._running[query.pk].task
+    task.cancel()
+    await asyncio.wait([task])
+    gate.set()
+
+    saved = await ChatQuery.objects.aget(pk=query.pk)
+    assert (saved.status, saved.response) == ("stopped", "one two ")
+    assert await UsageEntry.objects.filter(chat_query_id=query.pk, action="chat").acount() == 1
+    assert await generations.sweep_orphans(older_than_seconds=0) == 0
