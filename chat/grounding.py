@@ -39,11 +39,12 @@ SNIPPET_CHARS = 300
 _FILES_DELIMITER = re.compile(r"<\s*/?\s*file_excerpts\s*>", re.IGNORECASE)
 
 
-_HEADING_MARK = re.compile(r"^\s*#{1,6}\s+", re.MULTILINE)
+_HEADING_LINE = re.compile(r"^\s*#{1,6}\s+(.*?)\s*$", re.MULTILINE)
 
 
 def _snippet(text: str) -> str:
-    text = " ".join(_HEADING_MARK.sub("", text).split())
+    """The chunk on one line, a heading kept apart from its text ("Access — The door code…")."""
+    text = " ".join(_HEADING_LINE.sub(r"\1 —", text).split())
     return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…"
 
 

@@ -227,3 +227,9 @@ def test_history_leaves_the_window_before_grounding(owner, make_chat):
     squeezed, _ = context.for_budget(250)  # too small even for all excerpts: they shrink, the prompt stays
     assert sum(map(estimate_message_tokens, squeezed)) <= 250
     assert "Excerpt 1." in squeezed[0]["content"] and "Excerpt 3." not in squeezed[0]["content"]
+
+
+def test_a_sources_snippet_is_one_line_with_the_heading_kept_apart_from_its_text():
+    grounding_ = Grounding("chat-id", hits=[hit(1, "# Access\nThe door code is 4471.\n\nVisitors sign in.")])
+
+    assert grounding_.sources()[0]["snippet"] == "Access — The door code is 4471. Visitors sign in."
