@@ -79,7 +79,8 @@ async def test_shutdown_stops_a_generation_that_outlasts_the_grace_period_and_ke
     scripted.tokens = [f"w{i} " for i in range(10)]
     gate = scripted.hold_at(4)  # the provider hangs after four tokens
     query = await generations.begin_turn(owner, {"prompt": "Long"})
-    while scripted.tokens_sent < 4:
+    generation = generations._running[query.pk]
+    while sum(1 for event in generation.events if event["type"] == "content") < 4:
         await asyncio.sleep(0.01)
 
     await generations.shutdown(grace_seconds=0.2)
@@ -136,10 +137,11 @@ async def test_a_cancelled_generation_ends_its_row_so_nothing_settles_it_twice(s
     scripted.tokens = ["one ", "two ", "three "]
     gate = scripted.hold_at(2)
     query = await generations.begin_turn(owner, {"prompt": "Cancel me"})
-    while scripted.tokens_sent < 2:
+    generation = generations._running[query.pk]
+    while sum(1 for event in generation.events if event["type"] == "content") < 2:  # both tokens in the answer
         await asyncio.sleep(0.01)
 
-    task = generations._running[query.pk].task
+    task = generation.task
     task.cancel()
     await asyncio.wait([task])
     gate.set()
