@@ -19,6 +19,7 @@ CHAT_ENDPOINTS = [
     ("post", "/api/v1/chat/{chat}", {"prompt": "Follow-up"}, 200),
     ("post", "/api/v1/chat/{chat}/stream", {"prompt": "Follow-up"}, 200),
     ("get", "/api/v1/chat/{chat}", None, 200),
+    ("get", "/api/v1/chat/{chat}/documents", None, 200),
     ("patch", "/api/v1/chat/{chat}", {"title": "Renamed"}, 200),
     ("patch", "/api/v1/chat/{chat}/share", None, 200),
     ("patch", "/api/v1/chat/{chat}/bookmark", None, 200),

@@ -338,3 +338,4 @@ async def test_get_chat_returns_sources_and_documents_and_files_download_for_the
     for path in (listed[0]["downloadUrl"], f"/api/v1/chat/{chat_id}/documents"):
         refused = await client.get(path, headers=bearer(other_key))
         assert refused.status_code == 404, path
+        assert (await client.get(path)).status_code == 401, path

@@ -9,6 +9,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 
 from billing.models import UsagePeriod
 from chat.models import ChatQuery
@@ -108,6 +109,15 @@ def test_someone_elses_attachment_cannot_be_removed_or_listed(owner_client, othe
     response = attach(other_client, attachments=[attachment_id])
 
     assert chips(response) == []
+    assert len(staged_files(owner)) == 1
+
+
+def test_anonymous_callers_are_sent_to_log_in_and_stage_nothing(owner_client, owner):
+    ((attachment_id, _),) = chips(attach(owner_client, pdf()))
+    anonymous = Client()
+
+    for response in (attach(anonymous, pdf()), anonymous.post(f"/chat/attachments/{attachment_id}/remove/")):
+        assert response.status_code == 302 and "/accounts/login/" in response["Location"]
     assert len(staged_files(owner)) == 1
 
 
