@@ -175,7 +175,7 @@ def main() -> None:
             for _ in range(12)
         ]
         table_pages.append(testing.make_table_pdf(header + rows, before=paragraph(rng, 4), after=paragraph(rng, 4)))
-    table_pdf = _merge_pdfs(table_pages)
+    table_pdf = testing.merge_pdfs(*table_pages)
     # 25 sentences wrap to ~40 lines of 12 pt text: a full A4 page at 200 dpi.
     scan_pages = ["\n".join(sentence(rng) for _ in range(25)) for _ in range(args.ocr_pages)]
     scanned_pdf = testing.make_scanned_pdf(scan_pages, dpi=200, font_size=args.scan_font)
@@ -206,22 +206,6 @@ def main() -> None:
     if not args.skip_ocr:
         print_rows("Scanned PDF: OCR + chunk, 1 Tesseract at a time", ocr_one, args.ocr_runs)
         print_rows(f"Scanned PDF: OCR + chunk, {settings.RAG_OCR_WORKERS} at a time", ocr_default, args.ocr_runs)
-
-
-def _merge_pdfs(documents: list[bytes]) -> bytes:
-    import io
-
-    import pypdfium2
-
-    merged = pypdfium2.PdfDocument.new()
-    for data in documents:
-        source = pypdfium2.PdfDocument(data)
-        merged.import_pages(source)
-        source.close()
-    buffer = io.BytesIO()
-    merged.save(buffer)
-    merged.close()
-    return buffer.getvalue()
 
 
 if __name__ == "__main__":

@@ -193,3 +193,16 @@ def decompression_bomb_png(width: int = 20_000, height: int = 20_000) -> bytes:
         + _png_chunk(b"IDAT", b"".join(parts))
         + _png_chunk(b"IEND", b"")
     )
+
+
+def merge_pdfs(*documents: bytes) -> bytes:
+    """One PDF with the pages of each document in turn (e.g. typed pages beside scanned ones)."""
+    merged = pypdfium2.PdfDocument.new()
+    for data in documents:
+        source = pypdfium2.PdfDocument(data)
+        merged.import_pages(source)
+        source.close()
+    buffer = io.BytesIO()
+    merged.save(buffer)
+    merged.close()
+    return buffer.getvalue()

@@ -30,7 +30,7 @@ def test_scanned_pdf_is_read_with_ocr_and_reports_progress_per_page():
 def test_only_pages_without_a_text_layer_are_ocred():
     scanned = testing.make_scanned_pdf(["Scanned page"])
     typed = testing.make_text_pdf(["Typed page"])
-    data = _merge(typed, scanned)
+    data = testing.merge_pdfs(typed, scanned)
     messages = []
     extraction = extract(check_upload("mixed.pdf", data), progress=messages.append)
     assert page_texts(extraction) == [(1, "Typed page", False), (2, "Scanned page", True)]
@@ -132,16 +132,3 @@ def test_an_exception_from_progress_cancels_the_extraction():
     with pytest.raises(Cancelled):
         extract(check_upload("scan.pdf", testing.make_scanned_pdf(["One", "Two"])), progress=cancel)
 
-
-def _merge(*documents: bytes) -> bytes:
-    import pypdfium2
-
-    merged = pypdfium2.PdfDocument.new()
-    for data in documents:
-        source = pypdfium2.PdfDocument(data)
-        merged.import_pages(source)
-        source.close()
-    buffer = io.BytesIO()
-    merged.save(buffer)
-    merged.close()
-    return buffer.getvalue()
