@@ -158,18 +158,3 @@ def email_from_claims(claims: dict) -> str:
         if isinstance(value, str) and value.strip():
             return value.strip()
     return ""
-
-
-def user_for_clerk_token(token: str):
-    """The active user this Clerk session token belongs to (created on first sight), or None."""
-    from accounts.services import do_get_or_create_clerk_user
-
-    if not clerk_configured() or not looks_like_jwt(token):
-        return None
-    try:
-        claims = verify_token(token)
-    except ClerkTokenError as exc:
-        log.info("clerk token refused", extra={"reason": str(exc)[:200]})
-        return None
-    user = do_get_or_create_clerk_user(claims["sub"], email_from_claims(claims))
-    return user if user.is_active else None

@@ -1,3 +1,4 @@
+import logging
 import re
 import secrets
 from datetime import timedelta
@@ -7,7 +8,10 @@ from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts.clerk import ClerkTokenError, clerk_configured, email_from_claims, looks_like_jwt, verify_token
 from accounts.models import API_KEY_PREFIX, ApiKey, User, hash_api_key
+
+logger = logging.getLogger(__name__)
 
 # Updating last_used_at on every request would turn each API call into a write.
 LAST_USED_RESOLUTION = timedelta(minutes=5)
@@ -32,13 +36,24 @@ def user_for_api_key(raw_key: str):
 
 def user_for_bearer_token(token: str):
     """The user behind an `Authorization: Bearer` token: a personal API key (qnx_…) or a Clerk session JWT."""
-    from accounts.clerk import user_for_clerk_token
-
     if not token:
         return None
     if token.startswith(API_KEY_PREFIX):
         return user_for_api_key(token)
     return user_for_clerk_token(token)
+
+
+def user_for_clerk_token(token: str):
+    """The active user this Clerk session token belongs to (created on first sight), or None."""
+    if not clerk_configured() or not looks_like_jwt(token):
+        return None
+    try:
+        claims = verify_token(token)
+    except ClerkTokenError as exc:
+        logger.info("clerk token refused", extra={"reason": str(exc)[:200]})
+        return None
+    user = do_get_or_create_clerk_user(claims["sub"], email_from_claims(claims))
+    return user if user.is_active else None
 
 
 # Clerk users without an email claim (or whose email already belongs to another account) get a placeholder in

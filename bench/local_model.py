@@ -5,7 +5,7 @@ Two parts:
 1. The provider (chat.providers.local.LocalProvider, exactly as the pipeline uses it): model load time, first-token
    latency cold (the first turn after loading) and warm, decode speed of a ~200-token answer, resident memory.
    Each run is a fresh process, so "load" and "cold" really are cold (apart from the OS file cache).
-2. End to end: a real daphne server (querynox.live.LiveServer) over loopback; the time from POSTing a turn to
+2. End to end: a real daphne server (testsupport.live.LiveServer) over loopback; the time from POSTing a turn to
    /api/v1/chat/stream until the first `content` event arrives, and until `complete`.
 
 Usage (from the repository root):
@@ -132,7 +132,8 @@ def provider_run() -> dict:
 def server_runs(runs: int, threads: int) -> dict:
     import httpx
 
-    from querynox.live import LiveServer, bearer, iter_sse_events
+    from testsupport.http import bearer, iter_sse_events
+    from testsupport.live import LiveServer
 
     with tempfile.TemporaryDirectory(prefix="querynox-bench-") as work_dir:
         server = LiveServer(Path(work_dir), extra_env={"LOCAL_MODEL_THREADS": str(threads)})

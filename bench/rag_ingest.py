@@ -1,6 +1,6 @@
 """Benchmark RAG ingestion up to the chunks: rag.files.check_upload → rag.extract.extract → rag.chunking.chunk_pages.
 
-Three documents, generated in memory with rag.testing (the same helpers the tests use):
+Three documents, generated in memory with testsupport.files (the same helpers the tests use):
 
 1. A dense 100-page text PDF (A4, 10 pt, a heading and ~4,000 characters of prose per page): end-to-end pages/s
    of intake + extraction + chunking, and each step's share. Target: at least 100 pages/s.
@@ -162,7 +162,7 @@ def main() -> None:
     from django.test import override_settings
 
     from rag import extract as extract_module
-    from rag import testing
+    from testsupport import files as testing
 
     rng = random.Random(42)
     print(f"Generating the documents (fpdf2 takes a few seconds for {args.pages} pages)…", file=sys.stderr)

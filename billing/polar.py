@@ -1,7 +1,7 @@
 """A small client for the parts of Polar's REST API we use (httpx, bearer access token).
 
 Base URL and token come from settings (POLAR_API_BASE_URL, POLAR_ACCESS_TOKEN); tests point the base URL at
-billing/polar_emulator.py. Every failure is one of three exceptions: PolarNotConfigured (no token),
+testsupport/polar_emulator.py. Every failure is one of three exceptions: PolarNotConfigured (no token),
 PolarNotFound (Polar answered 404) and PolarError (anything else: a refusal, a 5xx, a timeout, a body that is not
 the JSON we expect). Messages never contain the token.
 """

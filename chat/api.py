@@ -22,7 +22,7 @@ from chat.models import Chat, ChatQuery
 from chat.services import ChatError
 from chat.sse import sse_response
 from chat.views import document_file_response
-from querynox.ratelimit import allow, client_ip
+from core.ratelimit import allow, client_ip
 from rag.files import format_bytes
 
 router = Router(tags=["chat"])

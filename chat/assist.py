@@ -10,7 +10,7 @@ from billing import ledger
 from chat.models import AIModel, Chat
 from chat.providers import ProviderError, get_provider, unavailable_reason
 from chat.services import token_budget
-from chat.tokens import BYTES_PER_TOKEN
+from core.tokens import BYTES_PER_TOKEN
 
 logger = logging.getLogger(__name__)
 

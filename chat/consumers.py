@@ -12,7 +12,7 @@ from chat import events
 from chat.fragments import HtmxFramer, JsonFramer
 from chat.generations import begin_turn, follow, stop_generation
 from chat.services import ChatError, get_owned_query
-from querynox import metrics
+from core import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from chat.services import (
     do_start_turn,
     parse_turn_request,
 )
-from chat.tokens import estimate_tokens
+from core.tokens import estimate_tokens
 
 logger = logging.getLogger(__name__)
 

@@ -18,12 +18,13 @@ from chat import events, websearch
 from chat.assist import BilledTo, utility_model
 from chat.models import ChatQuery
 from chat.services import TurnFile, document_url
-from chat.tokens import estimate_message_tokens
-from querynox import metrics
+from chat.websearch import WebResult
+from core import metrics
+from core.tokens import estimate_message_tokens
 from rag.models import Document
 from rag.retrieval import retrieve
 from rag.service import chat_has_documents, ingest
-from rag.types import FileRejected, Hit, WebResult
+from rag.types import FileRejected, Hit
 
 logger = logging.getLogger("querynox.turn")
 

@@ -19,8 +19,8 @@ from chat.models import AIModel, Chat, ChatQuery
 from chat.providers import ProviderError, get_provider, unavailable_reason
 from chat.providers.base import Delta, Usage, Waiting
 from chat.services import PreparedTurn, public_chat_cache_key, token_budget
-from chat.tokens import estimate_message_tokens, fit_history
-from querynox import metrics
+from core import metrics
+from core.tokens import estimate_message_tokens, fit_history
 
 logger = logging.getLogger("querynox.turn")
 

@@ -18,8 +18,8 @@ from billing.quota import is_subscriber
 from chat.catalog import default_model_name, sync_self_hosted_models
 from chat.models import RESERVATION_KEY, AIModel, Chat, ChatQuery
 from chat.providers import unavailable_reason
-from chat.tokens import answer_budget, estimate_message_tokens
-from querynox import metrics
+from core import metrics
+from core.tokens import answer_budget, estimate_message_tokens
 from rag.files import check_uploads, format_bytes
 from rag.models import Document
 from rag.types import FileRejected, Upload

@@ -27,10 +27,17 @@ from chat import assist
 from chat.assist import BilledTo
 from chat.models import AIModel
 from chat.providers import ProviderError
-from chat.providers.sdk import ssl_context
-from rag.types import WebResult
+from core.sdk import ssl_context
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WebResult:
+    title: str
+    snippet: str
+    link: str
+
 
 QUERY_MAX_CHARS = 200  # Brave refuses queries over 400 characters; a useful search query is far shorter anyway
 TITLE_MAX_CHARS = 200

@@ -1,17 +1,15 @@
 """Health checks: cheap liveness for load balancers, and a deep check of every configured dependency."""
 
 import asyncio
-import base64
-import hmac
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import connection
 
 from accounts.services import user_for_bearer_token
 from chat.models import AIModel
 from chat.providers import get_provider, unavailable_reason
+from core.metrics import metrics_credentials_match
 
 PROVIDER_CHECK_SECONDS = 10
 
@@ -31,18 +29,6 @@ def _storage_ok() -> bool:
         return True
     except Exception:
         return False
-
-
-def metrics_credentials_match(authorization: str) -> bool:
-    username, password = settings.METRICS_USERNAME, settings.METRICS_PASSWORD
-    if not (username and password) or not authorization.lower().startswith("basic "):
-        return False
-    try:
-        given = base64.b64decode(authorization[6:].strip()).decode()
-    except (ValueError, UnicodeDecodeError):
-        return False
-    given_user, _, given_password = given.partition(":")
-    return hmac.compare_digest(given_user, username) & hmac.compare_digest(given_password, password)
 
 
 def may_see_deep_health(request) -> bool:

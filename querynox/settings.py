@@ -38,8 +38,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # Outermost: one JSON line per request, timed to the last byte (querynox/middleware.py).
-    "querynox.middleware.RequestLogMiddleware",
+    # Outermost: one JSON line per request, timed to the last byte (core/middleware.py).
+    "core.middleware.RequestLogMiddleware",
     # django-prometheus's pair brackets everything else: request counts, latencies, statuses by view.
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -345,7 +345,7 @@ CLERK_JWKS_TIMEOUT = env_int("CLERK_JWKS_TIMEOUT_MS", 5_000, minimum=1) / 1000
 
 # Payments (Polar). The API endpoints answer 503 until POLAR_ACCESS_TOKEN (checkout, status, portal) and
 # POLAR_WEBHOOK_SECRET (the webhook receiver) are set. POLAR_SERVER picks the API host; POLAR_API_BASE_URL
-# overrides it (tests point it at billing/polar_emulator.py).
+# overrides it (tests point it at testsupport/polar_emulator.py).
 POLAR_SERVERS = {"sandbox": "https://sandbox-api.polar.sh", "production": "https://api.polar.sh"}
 POLAR_SERVER = env_str("POLAR_SERVER", "sandbox").strip().lower()
 if POLAR_SERVER not in POLAR_SERVERS:
@@ -375,9 +375,9 @@ LOGGING = {
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         }
     },
-    # Our request lines come from querynox.middleware.RequestLogMiddleware; Django's own request loggers attach the
+    # Our request lines come from core.middleware.RequestLogMiddleware; Django's own request loggers attach the
     # request (its repr has the query string), so that attribute is reduced to method and route.
-    "filters": {"redact_request": {"()": "querynox.middleware.RedactRequestFilter"}},
+    "filters": {"redact_request": {"()": "core.middleware.RedactRequestFilter"}},
     "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"}},
     "root": {"handlers": ["stdout"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {

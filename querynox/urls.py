@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from core.metrics import metrics_view
 from querynox.api import api
-from querynox.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),

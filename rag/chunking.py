@@ -10,14 +10,14 @@ Rules, in order of precedence:
   one of them. Chunks after a heading do not overlap the previous section.
 * Nothing is ever dropped: every non-blank line of the input is in at least one chunk.
 
-Tokens are `chat.tokens.estimate_tokens` (UTF-8 bytes / 3): offline, fast, and conservative for every provider.
+Tokens are `core.tokens.estimate_tokens` (UTF-8 bytes / 3): offline, fast, and conservative for every provider.
 """
 
 import re
 from collections import Counter
 from dataclasses import dataclass
 
-from chat.tokens import BYTES_PER_TOKEN, estimate_tokens
+from core.tokens import BYTES_PER_TOKEN, estimate_tokens
 from rag.types import ChunkDraft, Page
 
 _MARKDOWN_HEADING = re.compile(r"^[ ]{0,3}(#{1,6})[ \t]+(.*?)[ \t]*#*[ \t]*$")

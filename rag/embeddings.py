@@ -12,7 +12,7 @@ import numpy as np
 import openai
 from django.conf import settings
 
-from chat.providers.sdk import CappedRetryWait, map_error, ssl_context, timeout_kwargs
+from core.sdk import CappedRetryWait, map_error, ssl_context, timeout_kwargs
 
 logger = logging.getLogger(__name__)
 

@@ -61,10 +61,3 @@ class Hit:
     heading: str
     text: str
     score: float
-
-
-@dataclass(frozen=True)
-class WebResult:
-    title: str
-    snippet: str
-    link: str

@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 
 from accounts.models import ApiKey
-from conftest import bearer
+from testsupport.http import bearer
 
 RAW_KEY = re.compile(r"qnx_[A-Za-z0-9_-]{40,}")
 

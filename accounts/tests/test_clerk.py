@@ -21,7 +21,7 @@ from jwt.algorithms import RSAAlgorithm
 from accounts.auth import BearerWebSocketMiddleware
 from accounts.clerk import jwks_cache
 from accounts.models import User
-from conftest import bearer
+from testsupport.http import bearer
 
 ISSUER = "https://example-instance.clerk.accounts.dev"
 ORIGIN = "https://app.example.com"

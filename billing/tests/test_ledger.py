@@ -8,8 +8,8 @@ from django.test import Client
 from billing.ledger import cost_micros
 from billing.models import UsageEntry
 from chat.models import AIModel
-from conftest import ServerAsyncClient, bearer
-from querynox.testing import SCRIPTED_MODEL, parse_sse, read_streaming
+from testsupport.http import ServerAsyncClient, bearer, parse_sse, read_streaming
+from testsupport.scripted import SCRIPTED_MODEL
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,8 +8,7 @@ import pytest
 
 from billing.models import UsageEntry
 from chat.models import AIModel
-from conftest import ServerAsyncClient, bearer
-from querynox.testing import parse_sse, read_streaming
+from testsupport.http import ServerAsyncClient, bearer, parse_sse, read_streaming
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,7 +9,7 @@ from django.test import Client
 
 from accounts.models import ApiKey, User
 from billing.models import Product
-from conftest import bearer
+from testsupport.http import bearer
 
 
 @pytest.fixture

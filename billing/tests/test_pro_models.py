@@ -3,8 +3,8 @@ from django.test import Client
 
 from billing.models import Product, UsagePeriod
 from chat.models import AIModel
-from conftest import bearer
-from querynox.testing import SCRIPTED_MODEL
+from testsupport.http import bearer
+from testsupport.scripted import SCRIPTED_MODEL
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,8 +11,8 @@ from django.test import Client
 from billing import quota
 from billing.models import Product, UsagePeriod
 from chat.models import ChatQuery
-from conftest import bearer
 from querynox.asgi import application
+from testsupport.http import bearer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -6,8 +6,7 @@ import asyncio
 import pytest
 
 from billing.models import UsageEntry, UsagePeriod
-from conftest import ServerAsyncClient, bearer
-from querynox.testing import parse_sse, read_streaming, read_until_query_id
+from testsupport.http import ServerAsyncClient, bearer, parse_sse, read_streaming, read_until_query_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,8 +11,7 @@ from django.db import connection
 from django.test import Client
 
 from billing.models import Product, WebhookEvent
-from billing.polar_emulator import sign_webhook
-from conftest import POLAR_WEBHOOK_TEST_SECRET
+from testsupport.polar_emulator import POLAR_WEBHOOK_TEST_SECRET, sign_webhook
 
 WEBHOOK = "/api/v1/payments/webhook"
 

@@ -4,14 +4,8 @@ import anthropic
 from django.conf import settings
 
 from chat.providers.base import Completion, Delta, Usage
-from chat.providers.sdk import (
-    CappedRetryWait,
-    SDKProvider,
-    close_quietly,
-    split_system,
-    ssl_context,
-    timeout_kwargs,
-)
+from chat.providers.sdk import SDKProvider, split_system
+from core.sdk import CappedRetryWait, close_quietly, ssl_context, timeout_kwargs
 
 
 class _AsyncAnthropic(CappedRetryWait, anthropic.AsyncAnthropic):

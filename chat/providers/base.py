@@ -4,6 +4,8 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from core.sdk import ProviderError
+
 
 @dataclass(frozen=True)
 class Delta:
@@ -42,19 +44,6 @@ class GeneratedImage:
     revised_prompt: str = ""
 
 
-class ProviderError(Exception):
-    """A provider failed; the message is safe to show to the user (it never contains a key).
-
-    `retryable`: the failure is transient (rate limit, server error, timeout, broken connection), so the same
-    request may succeed on a retry or another provider may be tried; False for a rejected key or request.
-    `status_code`: the provider's HTTP status when it answered with one."""
-
-    def __init__(self, message: str, *, retryable: bool = False, status_code: int | None = None):
-        super().__init__(message)
-        self.retryable = retryable
-        self.status_code = status_code
-
-
 class Provider(ABC):
     name: str = ""
 
@@ -81,3 +70,6 @@ class Provider(ABC):
 
     async def health(self) -> bool:
         return self.unavailable_reason() is None
+
+
+__all__ = ["Completion", "Delta", "GeneratedImage", "Provider", "ProviderError", "StreamItem", "Usage", "Waiting"]

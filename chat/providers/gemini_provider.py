@@ -9,14 +9,8 @@ from google import genai
 from google.genai import types
 
 from chat.providers.base import Completion, Delta, ProviderError, Usage
-from chat.providers.sdk import (
-    SDKProvider,
-    capped_retry_wait,
-    close_quietly,
-    split_system,
-    ssl_context,
-    timeout_kwargs,
-)
+from chat.providers.sdk import SDKProvider, split_system
+from core.sdk import capped_retry_wait, close_quietly, ssl_context, timeout_kwargs
 
 _RETRY_STATUS = [408, 429, 500, 502, 503, 504]
 _DROPPED = (httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError)

@@ -4,7 +4,8 @@ import groq
 from django.conf import settings
 
 from chat.providers.base import Completion, Delta, Usage
-from chat.providers.sdk import CappedRetryWait, SDKProvider, close_quietly, ssl_context, timeout_kwargs
+from chat.providers.sdk import SDKProvider
+from core.sdk import CappedRetryWait, close_quietly, ssl_context, timeout_kwargs
 
 
 class _AsyncGroq(CappedRetryWait, groq.AsyncGroq):

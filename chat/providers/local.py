@@ -11,7 +11,7 @@ from pathlib import Path
 from django.conf import settings
 
 from chat.providers.base import Delta, Provider, ProviderError, Usage, Waiting
-from querynox import metrics
+from core import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ import openai
 from django.conf import settings
 
 from chat.providers.base import Completion, Delta, GeneratedImage, ProviderError, Usage
-from chat.providers.sdk import CappedRetryWait, SDKProvider, close_quietly, ssl_context, timeout_kwargs
+from chat.providers.sdk import SDKProvider
+from core.sdk import CappedRetryWait, close_quietly, ssl_context, timeout_kwargs
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,7 @@ import pytest
 from django.test import Client
 
 from chat.models import Chat, ChatQuery
-from conftest import ServerAsyncClient, bearer
-from querynox.testing import parse_sse, read_streaming
+from testsupport.http import ServerAsyncClient, bearer, parse_sse, read_streaming
 
 transactional = pytest.mark.django_db(transaction=True)
 

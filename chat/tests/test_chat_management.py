@@ -9,7 +9,7 @@ from django.test import Client
 from django.utils import timezone
 
 from chat.models import Chat, ChatQuery
-from conftest import ServerAsyncClient, bearer
+from testsupport.http import ServerAsyncClient, bearer
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import pytest
 from django.test import override_settings
 
 from chat.models import ChatQuery
-from conftest import ServerAsyncClient, bearer
-from querynox.testing import install_scripted_model, parse_sse, read_streaming, uninstall_scripted_model
+from testsupport.http import ServerAsyncClient, bearer, parse_sse, read_streaming
+from testsupport.scripted import install_scripted_model, uninstall_scripted_model
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,6 +1,6 @@
 """History sent to the model fits its context window: newest whole turns first, the current prompt always."""
 
-from chat.tokens import answer_budget, estimate_tokens, fit_history
+from core.tokens import answer_budget, estimate_tokens, fit_history
 
 
 def turn(i, size=30):

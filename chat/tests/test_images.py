@@ -6,8 +6,9 @@ from asgiref.sync import sync_to_async
 from django.test import Client
 
 from chat.models import ChatQuery
-from conftest import ServerAsyncClient, bearer
-from querynox.testing import install_scripted_model, parse_sse, read_streaming, tiny_png, uninstall_scripted_model
+from testsupport.http import ServerAsyncClient, bearer, parse_sse, read_streaming
+from testsupport.png import solid_png
+from testsupport.scripted import install_scripted_model, uninstall_scripted_model
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -17,7 +18,7 @@ def painter(scripted):
     provider, model = install_scripted_model(name="painter", provider_name="painter")
     model.category = "Image Generation"
     model.save()
-    provider.image_png = tiny_png(3, 2, (10, 200, 10))
+    provider.image_png = solid_png(3, 2, (10, 200, 10))
     yield provider
     uninstall_scripted_model("painter")
 

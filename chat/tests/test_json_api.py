@@ -7,8 +7,8 @@ from asgiref.sync import sync_to_async
 from django.test import Client, override_settings
 
 from chat.models import AIModel, Chat, ChatQuery
-from conftest import ServerAsyncClient, bearer
-from querynox.testing import SCRIPTED_MODEL, install_scripted_model, parse_sse, read_streaming, uninstall_scripted_model
+from testsupport.http import ServerAsyncClient, bearer, parse_sse, read_streaming
+from testsupport.scripted import SCRIPTED_MODEL, install_scripted_model, uninstall_scripted_model
 
 transactional = pytest.mark.django_db(transaction=True)
 

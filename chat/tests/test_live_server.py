@@ -11,7 +11,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from querynox.live import bearer, iter_sse_events
+from testsupport.http import bearer, iter_sse_events
 
 pytestmark = pytest.mark.local_model
 

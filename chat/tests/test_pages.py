@@ -11,8 +11,8 @@ from django.contrib.staticfiles import finders
 from django.test import Client
 
 from chat.models import ChatQuery
-from conftest import ServerAsyncClient, bearer
-from querynox.testing import SCRIPTED_MODEL
+from testsupport.http import ServerAsyncClient, bearer
+from testsupport.scripted import SCRIPTED_MODEL
 
 VENDORED_SCRIPTS = ["js/htmx-2.0.11.min.js", "js/htmx-ext-ws-2.0.4.js"]
 

@@ -7,8 +7,7 @@ from django.test import AsyncClient
 
 from chat.models import ChatQuery
 from chat.pipeline import ResponseWriter
-from conftest import bearer
-from querynox.testing import parse_sse, read_streaming, read_until_query_id
+from testsupport.http import bearer, parse_sse, read_streaming, read_until_query_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -3,8 +3,8 @@
 from chat.providers import unavailable_reason
 from chat.providers.anthropic_provider import AnthropicProvider
 from chat.providers.base import Delta, Usage
-from querynox.emulator import count_tokens
-from querynox.testing import EMULATOR_KEYS, PROVIDER_TEST_MESSAGES, PROVIDER_TEST_SYSTEM, drain, registered_provider
+from testsupport.emulator import count_tokens
+from testsupport.scripted import EMULATOR_KEYS, PROVIDER_TEST_MESSAGES, PROVIDER_TEST_SYSTEM, drain, registered_provider
 
 SYSTEM = PROVIDER_TEST_SYSTEM
 MESSAGES = PROVIDER_TEST_MESSAGES

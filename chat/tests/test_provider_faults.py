@@ -4,7 +4,7 @@ What the pipeline relies on: a failure is always a ProviderError with a user-saf
 it comes before any delta when the provider failed before answering (so a fallback may take over) and after
 exactly the deltas that arrived when the answer broke off mid-way (which is never retried: the text is out);
 transient failures are retried by the SDK (PROVIDER_MAX_RETRIES) and succeed when the next attempt does.
-Settings from querynox.testing.emulator_settings: read timeout 0.3 s, 2 retries, ≤10 ms between attempts.
+Settings from testsupport.scripted.emulator_settings: read timeout 0.3 s, 2 retries, ≤10 ms between attempts.
 """
 
 import asyncio
@@ -14,7 +14,7 @@ import pytest
 from chat.pipeline import until_stopped
 from chat.providers import get_provider
 from chat.providers.base import Delta, ProviderError, Usage
-from querynox.testing import drain
+from testsupport.scripted import drain
 
 MODELS = {
     "openai": "gpt-3.5-turbo",

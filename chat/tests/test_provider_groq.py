@@ -3,8 +3,8 @@
 from chat.providers import unavailable_reason
 from chat.providers.base import Delta, Usage
 from chat.providers.groq_provider import GroqProvider
-from querynox.emulator import count_tokens
-from querynox.testing import EMULATOR_KEYS, PROVIDER_TEST_MESSAGES, drain, registered_provider
+from testsupport.emulator import count_tokens
+from testsupport.scripted import EMULATOR_KEYS, PROVIDER_TEST_MESSAGES, drain, registered_provider
 
 MESSAGES = PROVIDER_TEST_MESSAGES
 MODEL = "llama-3.3-70b-versatile"

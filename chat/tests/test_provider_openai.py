@@ -7,8 +7,8 @@ import pytest
 from chat.providers import unavailable_reason
 from chat.providers.base import Delta, ProviderError, Usage
 from chat.providers.openai_provider import OpenAIProvider
-from querynox.emulator import count_tokens, reply_pieces
-from querynox.testing import EMULATOR_KEYS, PROVIDER_TEST_MESSAGES, drain, registered_provider
+from testsupport.emulator import count_tokens, reply_pieces
+from testsupport.scripted import EMULATOR_KEYS, PROVIDER_TEST_MESSAGES, drain, registered_provider
 
 MESSAGES = PROVIDER_TEST_MESSAGES
 

@@ -8,7 +8,7 @@ from chat.providers.openai_provider import (
     clear_openai_compatible_models_cache,
     openai_compatible_models,
 )
-from querynox.testing import EMULATOR_KEYS, drain, registered_provider
+from testsupport.scripted import EMULATOR_KEYS, drain, registered_provider
 
 MESSAGES = [
     {"role": "system", "content": "Be brief."},

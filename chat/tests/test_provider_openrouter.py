@@ -3,7 +3,7 @@
 from chat.providers import unavailable_reason
 from chat.providers.base import Delta, Usage
 from chat.providers.openai_provider import OPENROUTER_DEFAULT_BASE_URL, OpenRouterProvider
-from querynox.testing import EMULATOR_KEYS, drain, registered_provider
+from testsupport.scripted import EMULATOR_KEYS, drain, registered_provider
 
 MESSAGES = [
     {"role": "system", "content": "You answer in one short sentence."},

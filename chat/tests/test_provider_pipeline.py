@@ -4,8 +4,7 @@ import pytest
 from django.test import override_settings
 
 from chat.models import ChatQuery
-from conftest import ServerAsyncClient, bearer
-from querynox.testing import parse_sse, read_streaming
+from testsupport.http import ServerAsyncClient, bearer, parse_sse, read_streaming
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

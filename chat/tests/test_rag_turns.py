@@ -13,12 +13,12 @@ from chat import grounding
 from chat.grounding import Grounding
 from chat.models import ChatQuery
 from chat.pipeline import _BuildContext
-from chat.tokens import estimate_message_tokens
-from conftest import ServerAsyncClient, bearer
-from querynox.testing import parse_sse, read_streaming
+from chat.websearch import WebResult
+from core.tokens import estimate_message_tokens
 from rag.models import Document
-from rag.testing import make_scanned_pdf, make_text_pdf
-from rag.types import Hit, WebResult
+from rag.types import Hit
+from testsupport.files import make_scanned_pdf, make_text_pdf
+from testsupport.http import ServerAsyncClient, bearer, parse_sse, read_streaming
 
 transactional = pytest.mark.django_db(transaction=True)
 

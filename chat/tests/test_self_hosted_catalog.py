@@ -4,7 +4,7 @@ import pytest
 from django.test import Client
 
 from chat.models import AIModel
-from conftest import bearer
+from testsupport.http import bearer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

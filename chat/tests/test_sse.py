@@ -2,8 +2,7 @@ import pytest
 from django.test import AsyncClient
 
 from chat.models import ChatQuery
-from conftest import bearer
-from querynox.testing import parse_sse, read_streaming
+from testsupport.http import bearer, parse_sse, read_streaming
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

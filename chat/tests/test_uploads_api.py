@@ -9,10 +9,8 @@ from django.test import Client, override_settings
 
 from billing.models import UsagePeriod
 from chat.models import Chat, ChatQuery
-from conftest import ServerAsyncClient, bearer
-from querynox.testing import parse_sse, read_streaming
 from rag.models import Document
-from rag.testing import (
+from testsupport.files import (
     decompression_bomb_png,
     make_empty_pdf,
     make_encrypted_pdf,
@@ -20,6 +18,7 @@ from rag.testing import (
     make_text_pdf,
     zip_bytes,
 )
+from testsupport.http import ServerAsyncClient, bearer, parse_sse, read_streaming
 
 transactional = pytest.mark.django_db(transaction=True)
 

@@ -17,7 +17,7 @@ from chat.services import ATTACHMENT_TTL
 from chat.tests.test_pages import Elements
 from querynox.asgi import application
 from rag.models import Document
-from rag.testing import make_text_pdf, zip_bytes
+from testsupport.files import make_text_pdf, zip_bytes
 
 HANDBOOK = make_text_pdf(["# Access\nThe door code for the back entrance is 4471."])
 

@@ -11,13 +11,13 @@ import pytest
 from chat import websearch
 from chat.websearch import (
     SNIPPET_MAX_CHARS,
+    WebResult,
     WebSearchError,
     configured_backend,
     format_results_for_context,
     search,
     unavailable_reason,
 )
-from rag.types import WebResult
 
 BACKENDS = ["google", "searxng", "tavily", "brave"]
 KEYS = {

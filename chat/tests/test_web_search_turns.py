@@ -6,8 +6,7 @@ from asgiref.sync import sync_to_async
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from billing.models import UsagePeriod
-from conftest import ServerAsyncClient, bearer
-from querynox.testing import parse_sse, read_streaming
+from testsupport.http import ServerAsyncClient, bearer, parse_sse, read_streaming
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

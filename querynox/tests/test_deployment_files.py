@@ -19,7 +19,7 @@ from django.test import Client
 from django.urls import resolve
 from prometheus_client import REGISTRY
 
-from querynox.metrics import metrics_view
+from core.metrics import metrics_view
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -56,7 +56,7 @@ def exported_series_names() -> set[str]:
     import django_prometheus.db.metrics  # noqa: F401  (registers the database counters)
     from django_prometheus.middleware import Metrics
 
-    import querynox.metrics  # noqa: F401
+    import core.metrics  # noqa: F401
 
     Metrics.get_instance()  # the HTTP metrics are created with the first middleware instance
     names = set()

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from querynox.emulator import ProviderEmulator, count_tokens, embedding_vector
+from testsupport.emulator import ProviderEmulator, count_tokens, embedding_vector
 
 
 def test_only_loopback_addresses_are_accepted():
@@ -225,7 +225,7 @@ def _free_port() -> int:
 def test_the_command_line_serves_until_terminated():
     port = _free_port()
     config = json.dumps({"models": ["bench-model"]})
-    command = [sys.executable, "-m", "querynox.emulator", "--port", str(port), "--reply", "From the CLI."]
+    command = [sys.executable, "-m", "testsupport.emulator", "--port", str(port), "--reply", "From the CLI."]
     process = subprocess.Popen([*command, "--config", config], stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout.readline().strip() == f"provider emulator listening on http://127.0.0.1:{port}"

@@ -4,7 +4,7 @@ import pytest
 from django.test import Client
 
 from accounts.models import ApiKey
-from conftest import bearer
+from testsupport.http import bearer
 
 
 def basic(user, password):

@@ -12,8 +12,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from accounts.models import ApiKey, User
 from chat.tests.test_sse import stream_turn
-from conftest import bearer
-from querynox.testing import parse_sse, read_streaming
+from testsupport.http import bearer, parse_sse, read_streaming
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

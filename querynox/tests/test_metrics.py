@@ -10,9 +10,9 @@ from prometheus_client import REGISTRY
 from billing import quota
 from billing.models import UsagePeriod
 from chat.tests.test_sse import stream_turn
-from conftest import bearer
 from querynox.asgi import application
-from querynox.testing import SCRIPTED_MODEL, SCRIPTED_PROVIDER, install_scripted_model, uninstall_scripted_model
+from testsupport.http import bearer
+from testsupport.scripted import SCRIPTED_MODEL, SCRIPTED_PROVIDER, install_scripted_model, uninstall_scripted_model
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

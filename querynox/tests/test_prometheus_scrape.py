@@ -11,7 +11,8 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from querynox.live import LiveServer, free_port
+from testsupport.http import free_port
+from testsupport.live import LiveServer
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 USERNAME, PASSWORD = "prometheus", "scrape-password-for-tests"

@@ -20,8 +20,9 @@ import pytest
 from django.conf import settings
 from websockets.sync.client import connect
 
-from querynox.emulator import reply_pieces
-from querynox.live import LiveServer, bearer, free_port, iter_sse_events
+from testsupport.emulator import reply_pieces
+from testsupport.http import bearer, free_port, iter_sse_events
+from testsupport.live import LiveServer
 
 HEARTBEAT_MS = 300
 SHUTDOWN_GRACE_SECONDS = 2

@@ -4,10 +4,10 @@ import pytest
 from django.test import override_settings
 from PIL import Image
 
-from rag import testing
 from rag.extract import extract
 from rag.files import ACCEPTED_TYPES, check_upload, check_uploads
 from rag.types import FileRejected
+from testsupport import files as testing
 
 
 def rejected(name: str, data: bytes) -> FileRejected:

@@ -3,7 +3,7 @@ losing a short item."""
 
 import pytest
 
-from chat.tokens import estimate_tokens
+from core.tokens import estimate_tokens
 from rag.chunking import chunk_pages
 from rag.types import Page
 

@@ -16,8 +16,8 @@ from rag.files import check_upload
 from rag.models import Chunk, Document
 from rag.retrieval import retrieve
 from rag.service import chat_has_documents, documents_for_chat, ingest
-from rag.testing import make_text_pdf
 from rag.types import FileRejected
+from testsupport.files import make_text_pdf
 
 NOTES = (
     b"# Office notes\n\n"

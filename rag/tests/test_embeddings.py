@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from querynox.emulator import embedding_vector
 from rag.embeddings import (
     LOCAL_DIMENSIONS,
     OPENAI_EMBEDDING_MODEL,
@@ -14,6 +13,7 @@ from rag.embeddings import (
     local_embedder,
 )
 from rag.models import decode_embedding, encode_embedding
+from testsupport.emulator import embedding_vector
 
 # --- the local model ------------------------------------------------------------------------------------------
 

@@ -3,10 +3,10 @@
 import pytest
 
 from rag import extract as extract_module
-from rag import testing
 from rag.extract import _pages_phrase, extract
 from rag.files import check_upload
 from rag.types import FileRejected
+from testsupport import files as testing
 
 
 def extract_pdf(pages: list[str], name: str = "doc.pdf", **kwargs):

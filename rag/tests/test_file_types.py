@@ -6,9 +6,9 @@ import io
 import pytest
 from PIL import Image
 
-from rag import testing
 from rag.extract import extract
 from rag.files import check_upload, check_uploads, looks_like_markdown
+from testsupport import files as testing
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ from django.test import override_settings
 from PIL import Image
 
 from rag import extract as extract_module
-from rag import testing
 from rag.extract import extract
 from rag.files import check_upload
 from rag.types import FileRejected
+from testsupport import files as testing
 
 
 def page_texts(extraction) -> list[tuple[int, str, bool]]:

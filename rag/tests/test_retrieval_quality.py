@@ -10,7 +10,7 @@ from rag import retrieval
 from rag.files import check_upload
 from rag.retrieval import retrieve
 from rag.service import ingest
-from rag.testing import make_text_pdf
+from testsupport.files import make_text_pdf
 
 FILLER_SENTENCES = [
     "The quarterly review looked at revenue across all regions and found steady growth in the service business.",

@@ -53,7 +53,7 @@ text, output tokens = the number of reply words sent. Each request log entry rec
 model, messages, system, stream, max_tokens, api_key) and the usage the emulator reported.
 
 In process:    emulator = ProviderEmulator().start(); emulator.url; emulator.configure(reply="Hi"); emulator.stop()
-As a command:  python -m querynox.emulator --port 8765 [--reply TEXT] [--tokens-per-second N] [--config JSON]
+As a command:  python -m testsupport.emulator --port 8765 [--reply TEXT] [--tokens-per-second N] [--config JSON]
 
 Only the standard library is used, and only loopback addresses are accepted.
 """
@@ -72,9 +72,10 @@ import socket
 import struct
 import threading
 import time
-import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from testsupport.png import solid_png
 
 DEFAULT_REPLY = "Hello from the provider emulator. This answer is streamed one word at a time."
 DEFAULT_MODELS = ["gpt-3.5-turbo", "emulator-model"]
@@ -412,15 +413,7 @@ def _text_of(content) -> str:
 
 def _png(width: int, height: int, seed: bytes) -> bytes:
     """A solid-colour RGB PNG, colour derived from `seed` (so each prompt gets its own)."""
-    width, height = max(1, min(width, 1024)), max(1, min(height, 1024))
-    row = b"\x00" + seed[:3] * width
-    raw = row * height
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    return solid_png(max(1, min(width, 1024)), max(1, min(height, 1024)), tuple(seed[:3]))
 
 
 def embedding_vector(text: str, dimensions: int, model: str = "") -> list[float]:

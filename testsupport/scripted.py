@@ -1,15 +1,13 @@
 """Shared test helpers: a scripted provider behind the real provider interface, and catalog/user setup.
 
-Every app's tests import from here (and the root conftest.py exposes the fixtures)."""
+Tests import it from here; the fixtures using it are in testsupport/fixtures.py."""
 
 import asyncio
-import json
-import struct
-import zlib
 
 from chat.models import AIModel
 from chat.providers import register_provider, unregister_provider
 from chat.providers.base import Delta, GeneratedImage, Provider, ProviderError, Usage, Waiting
+from testsupport.png import solid_png
 
 SCRIPTED_PROVIDER = "scripted"
 SCRIPTED_MODEL = "scripted-model"
@@ -38,7 +36,7 @@ class ScriptedProvider(Provider):
         self.calls: list[dict] = []
         self.closed_early = 0
         self.tokens_sent = 0
-        self.image_png = tiny_png()
+        self.image_png = solid_png()
 
     async def generate_image(self, model_id, prompt):
         self.calls.append({"model_id": model_id, "prompt": prompt})
@@ -91,46 +89,7 @@ def uninstall_scripted_model(provider_name: str = SCRIPTED_PROVIDER) -> None:
     unregister_provider(provider_name)
 
 
-def parse_sse(body: str) -> list[dict]:
-    """The JSON events of an SSE body, in order; the closing [DONE] marker is kept as {'type': 'done'}."""
-    parsed = []
-    for frame in body.split("\n\n"):
-        for line in frame.splitlines():
-            if line.startswith("data: "):
-                data = line[len("data: ") :]
-                parsed.append({"type": "done"} if data == "[DONE]" else json.loads(data))
-    return parsed
-
-
-async def read_until_query_id(stream) -> str:
-    """Read an SSE stream (a response's streaming_content) up to the event naming the turn's query; the rest is
-    left unread, so the test can act mid-answer."""
-    async for chunk in stream:
-        for event in parse_sse(chunk.decode()):
-            if "queryId" in event:
-                return event["queryId"]
-    raise AssertionError("the stream ended without naming its query")
-
-
-async def read_streaming(response) -> str:
-    chunks = []
-    async for chunk in response.streaming_content:
-        chunks.append(chunk.decode() if isinstance(chunk, bytes) else chunk)
-    return "".join(chunks)
-
-
-def tiny_png(width: int = 2, height: int = 2, rgb: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    """A real PNG file, built by hand so tests need no imaging library."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
-
-
-# --- the provider emulator (querynox/emulator.py): real SDKs over loopback HTTP -------------------------------
+# --- the provider emulator (testsupport/emulator.py): real SDKs over loopback HTTP -------------------------------
 
 EMULATOR_KEYS = {
     "OPENAI_API_KEY": "sk-emulator-openai",

@@ -10,16 +10,16 @@ Users and API keys are made in that database with `manage.py shell -c`, under th
     server.stop()
 """
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+
+from testsupport.http import free_port
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -74,12 +74,6 @@ def _key_from_output(out: str) -> str:
         if line.startswith("QNX_KEY="):
             return line[len("QNX_KEY=") :]
     raise LiveServerError(f"no key in the shell's output:\n{out}")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 class LiveServerError(RuntimeError):
@@ -253,44 +247,3 @@ class LiveServer:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
-
-
-# --- small clients shared by the live tests and the benchmark ---------------------------------------------
-
-
-def bearer(raw_key: str) -> dict:
-    return {"Authorization": f"Bearer {raw_key}"}
-
-
-def iter_sse_events(response: httpx.Response):
-    """(read number, arrival time, event) for each SSE event of a streaming httpx response, as it arrives.
-
-    The read number counts the network reads, so a caller can tell events that really arrived apart from events
-    that came in one buffered lump. The closing `[DONE]` marker is yielded as {'type': 'done'}; an `id:` line
-    becomes the event's 'id'."""
-    buffer = ""
-    for read_number, chunk in enumerate(response.iter_text(), start=1):
-        arrived = time.monotonic()
-        buffer += chunk.replace("\r\n", "\n")
-        while "\n\n" in buffer:
-            frame, buffer = buffer.split("\n\n", 1)
-            event = _parse_sse_frame(frame)
-            if event is not None:
-                yield read_number, arrived, event
-
-
-def _parse_sse_frame(frame: str) -> dict | None:
-    event_id = None
-    data_lines = []
-    for line in frame.split("\n"):
-        if line.startswith("id:"):
-            event_id = line[3:].strip()
-        elif line.startswith("data:"):
-            data_lines.append(line[5:].removeprefix(" "))
-    if not data_lines:
-        return None
-    data = "\n".join(data_lines)
-    event = {"type": "done"} if data == "[DONE]" else json.loads(data)
-    if event_id is not None:
-        event["id"] = event_id
-    return event

@@ -26,6 +26,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# The credentials the tests give the emulator and the webhook receiver.
+POLAR_TEST_TOKEN = "polar_oat_test_token"
+POLAR_WEBHOOK_TEST_SECRET = "polar_whs_test_secret_0123456789"
+
 _CUSTOMER_EXTERNAL = re.compile(r"^/v1/customers/external/([^/]+)/?$")
 _CHECKOUT = re.compile(r"^/v1/checkouts/([^/]+)/?$")
 

@@ -3,6 +3,9 @@
 Every metric lives in prometheus_client's default registry, per process: each daphne instance is one scrape target.
 Call sites elsewhere are one line each; the helpers here keep the label logic out of the pipeline."""
 
+import base64
+import hmac
+
 from django.conf import settings
 from django.http import HttpResponse, HttpResponseNotFound
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
@@ -45,13 +48,23 @@ def record_fallback(provider: str) -> None:
     FALLBACKS.labels(provider).inc()
 
 
+def metrics_credentials_match(authorization: str) -> bool:
+    username, password = settings.METRICS_USERNAME, settings.METRICS_PASSWORD
+    if not (username and password) or not authorization.lower().startswith("basic "):
+        return False
+    try:
+        given = base64.b64decode(authorization[6:].strip()).decode()
+    except (ValueError, UnicodeDecodeError):
+        return False
+    given_user, _, given_password = given.partition(":")
+    return hmac.compare_digest(given_user, username) & hmac.compare_digest(given_password, password)
+
+
 def metrics_view(request):
     """Prometheus text format, behind HTTP basic auth (METRICS_USERNAME / METRICS_PASSWORD).
 
     With no credentials configured the endpoint does not exist (404); otherwise a missing or wrong
     Authorization header gets 401 with a Basic challenge."""
-    from querynox.health import metrics_credentials_match  # here: health imports the providers, which import us
-
     if not (settings.METRICS_USERNAME and settings.METRICS_PASSWORD):
         return HttpResponseNotFound("Not found", content_type="text/plain")
     if not metrics_credentials_match(request.headers.get("Authorization", "")):

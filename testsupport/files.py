@@ -14,6 +14,8 @@ import pypdfium2
 from fpdf import FPDF
 from PIL import Image, ImageDraw, ImageFont
 
+from testsupport.png import png_file
+
 # fpdf2's core fonts (Helvetica…) only cover Latin-1; other characters become "?" instead of raising.
 _CORE_FONT_ENCODING = "latin-1"
 # Big, clear glyphs: Tesseract reads 40 px text on a white background almost perfectly.
@@ -170,10 +172,6 @@ def zip_bytes(files: dict[str, bytes] | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
 @lru_cache(maxsize=4)
 def decompression_bomb_png(width: int = 20_000, height: int = 20_000) -> bytes:
     """A genuine, valid 1-bit PNG of width × height white pixels: a few dozen kB that would decode to hundreds
@@ -187,12 +185,7 @@ def decompression_bomb_png(width: int = 20_000, height: int = 20_000) -> bytes:
         parts.append(compressor.compress(row * min(rows_per_block, height - start)))
     parts.append(compressor.flush())
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # bit depth 1, greyscale
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", b"".join(parts))
-        + _png_chunk(b"IEND", b"")
-    )
+    return png_file(header, b"".join(parts))
 
 
 def merge_pdfs(*documents: bytes) -> bytes:
