@@ -429,12 +429,72 @@ def test_dockerfile_builds_a_non_root_daphne_image_with_tesseract_and_a_working_
     assert Client().get(url.group(2)).status_code == 200
 
 
+def _docker_pattern(pattern: str) -> re.Pattern:
+    """A .dockerignore line as Docker reads it: `*` and `?` stay within one path segment, `**` spans any number of
+    them, and a pattern that names a folder excludes everything below it."""
+    segments = pattern.strip("/").split("/")
+    parts = []
+    for index, segment in enumerate(segments):
+        if segment == "**":
+            parts.append("(?:[^/]+/)*" if index < len(segments) - 1 else ".*")
+        else:
+            body = re.escape(segment).replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+            parts.append(body + ("/" if index < len(segments) - 1 else ""))
+    return re.compile("^" + "".join(parts) + "(?:/.*)?$")
+
+
+def docker_build_context() -> set[str]:
+    """The repository's files that `docker build .` sends (git's tracked files, less what .dockerignore excludes;
+    later lines win, `!` re-includes)."""
+    rules = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            rules.append((line.startswith("!"), _docker_pattern(line.removeprefix("!"))))
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    context = set()
+    for path in tracked.splitlines():
+        included = True
+        for negated, pattern in rules:
+            if pattern.match(path):
+                included = negated
+        if included:
+            context.add(path)
+    return context
+
+
 def test_dockerignore_keeps_what_the_image_needs():
-    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip()]
-    needed = ["requirements.txt", "requirements-nodeps.txt", "manage.py", "scripts/docker-entrypoint.sh", "static"]
+    context = docker_build_context()
+    needed = ["requirements.txt", "requirements-nodeps.txt", "manage.py", "scripts/docker-entrypoint.sh"]
 
     for path in needed:
-        assert not any(Path(path).match(pattern) or path.split("/")[0] == pattern for pattern in ignored), path
+        assert path in context, path
+    assert any(path.startswith("static/") for path in context)
+    for app in ("querynox", "core", "accounts", "chat", "billing", "rag"):
+        assert f"{app}/__init__.py" in context, app
+        assert any(path.startswith(f"{app}/migrations/") for path in context) or app in ("querynox", "core")
+
+
+def test_the_image_carries_no_tests_and_no_test_doubles():
+    context = docker_build_context()
+
+    shipped_test_code = sorted(
+        path
+        for path in context
+        if path.startswith("testsupport/") or "/tests/" in f"/{path}" or path == "conftest.py"
+    )
+    assert shipped_test_code == []
+    assert not any(path.startswith(("bench/", "deploy/", ".ci/")) for path in context)
+
+
+def test_the_dockerignore_reader_follows_dockers_rules():
+    assert _docker_pattern("**/tests").match("chat/tests/test_sse.py")
+    assert _docker_pattern("**/tests").match("tests/x.py")
+    assert not _docker_pattern("**/tests").match("chat/testsupport.py")
+    assert _docker_pattern("testsupport").match("testsupport/emulator.py")
+    assert not _docker_pattern("testsupport").match("chat/testsupport/x.py")
+    assert _docker_pattern("**/*.pyc").match("chat/__pycache__/a.pyc")
+    assert _docker_pattern("db.sqlite3*").match("db.sqlite3-wal")
 
 
 # --- scripts/docker-entrypoint.sh -----------------------------------------------------------------------------------
