@@ -1,7 +1,6 @@
 """Payments API against the Polar emulator: checkout, checkout status, customer portal; who may see what; and the
 errors a client gets when the product is unknown, Polar fails, or payments are not configured."""
 
-import socket
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -9,7 +8,7 @@ from django.test import Client
 
 from accounts.models import ApiKey, User
 from billing.models import Product
-from testsupport.http import bearer
+from testsupport.http import bearer, free_port
 
 
 @pytest.fixture
@@ -124,10 +123,7 @@ def test_a_polar_server_error_is_a_502_with_a_clear_message(polar, pro, owner_ke
 
 
 def test_an_unreachable_polar_is_a_502(polar, pro, owner_key, settings):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-    settings.POLAR_API_BASE_URL = f"http://127.0.0.1:{closed_port}"
+    settings.POLAR_API_BASE_URL = f"http://127.0.0.1:{free_port()}"  # nobody listens there
 
     response = start_checkout(owner_key)
 

@@ -3,7 +3,6 @@ what is sent, what comes back, how failures read, and that keys never leak into 
 
 import logging
 import runpy
-import socket
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from chat.websearch import (
     search,
     unavailable_reason,
 )
+from testsupport.http import free_port
 
 BACKENDS = ["google", "searxng", "tavily", "brave"]
 KEYS = {
@@ -195,10 +195,7 @@ async def test_json_of_an_unexpected_shape_is_a_web_search_error(use_backend, em
 
 async def test_an_unreachable_backend_is_a_web_search_error(use_backend, settings):
     use_backend("searxng")
-    with socket.socket() as probe:  # a loopback port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    settings.SEARXNG_URL = f"http://127.0.0.1:{port}"
+    settings.SEARXNG_URL = f"http://127.0.0.1:{free_port()}"  # a loopback port nobody listens on
 
     with pytest.raises(WebSearchError, match=r"^The web search \(SearXNG\) could not be reached\.$"):
         await search("anyone there")

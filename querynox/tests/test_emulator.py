@@ -4,7 +4,6 @@
 import base64
 import json
 import math
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import openai
 import pytest
 
 from testsupport.emulator import ProviderEmulator, count_tokens, embedding_vector
+from testsupport.http import free_port
 
 
 def test_only_loopback_addresses_are_accepted():
@@ -216,14 +216,8 @@ def test_unknown_paths_are_a_404_in_the_providers_format(emulator):
     assert response.status_code == 404 and "does not serve" in response.json()["error"]["message"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_the_command_line_serves_until_terminated():
-    port = _free_port()
+    port = free_port()
     config = json.dumps({"models": ["bench-model"]})
     command = [sys.executable, "-m", "testsupport.emulator", "--port", str(port), "--reply", "From the CLI."]
     process = subprocess.Popen([*command, "--config", config], stdout=subprocess.PIPE, text=True)
