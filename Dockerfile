@@ -50,4 +50,5 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/api/v1/health', timeout=4).status == 200 else 1)"]
 
 ENTRYPOINT ["/app/scripts/docker-entrypoint.sh"]
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "querynox.asgi:application"]
+# querynox.server is daphne with request bodies bounded before they are buffered (see its docstring).
+CMD ["python", "-m", "querynox.server", "-b", "0.0.0.0", "-p", "8000", "querynox.asgi:application"]

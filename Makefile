@@ -32,7 +32,7 @@ run: system-packages install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v 0
 	@echo "QueryNox is starting on http://$(HOST):$(PORT)/ (sign up in the browser; Ctrl-C stops it)"
-	LOCAL_MODEL_PRELOAD=$${LOCAL_MODEL_PRELOAD:-true} exec $(VENV)/bin/daphne -b $(HOST) -p $(PORT) querynox.asgi:application
+	LOCAL_MODEL_PRELOAD=$${LOCAL_MODEL_PRELOAD:-true} exec $(PY) -m querynox.server -b $(HOST) -p $(PORT) querynox.asgi:application
 
 # Lint and tests both run (one report shows every problem); either failing fails the target.
 # pytest's exit code 5 (no tests collected) counts as a failure, with a message saying so.

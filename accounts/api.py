@@ -1,12 +1,32 @@
 from ninja import Router
 
 from billing.quota import usage_meters
+from chat.schemas import ChatsOut
 from chat.services import bookmarked_chats
+from core.schemas import OpenSchema, errors
+
+
+class UsageOut(OpenSchema):
+    kind: str
+    label: str
+    used: int
+    limit: int | None
+    resetsOn: str  # noqa: N815 (wire names are camelCase)
+
+
+class UserOut(OpenSchema):
+    id: int
+    email: str
+    clerkId: str | None  # noqa: N815
+    product: str | None
+    createdAt: str  # noqa: N815
+    usage: list[UsageOut]
+
 
 router = Router(tags=["user"])
 
 
-@router.get("", summary="The caller's account")
+@router.get("", response={200: UserOut, **errors(401)}, summary="The caller's account")
 def get_user(request):
     user = request.auth
     return {
@@ -19,6 +39,8 @@ def get_user(request):
     }
 
 
-@router.get("/bookmarked-chats", summary="The caller's bookmarked chats, newest first")
+@router.get(
+    "/bookmarked-chats", response={200: ChatsOut, **errors(401)}, summary="The caller's bookmarked chats, newest first"
+)
 def get_bookmarked_chats(request):
     return {"chats": [chat.as_dict() for chat in bookmarked_chats(request.auth)]}

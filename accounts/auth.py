@@ -3,8 +3,10 @@ starts with `qnx_`) or, when Clerk is configured, a Clerk session JWT (accounts/
 
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
-from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
-from ninja.security import HttpBearer, django_auth
+from channels.security.websocket import WebsocketDenier
+from django.http import HttpRequest
+from django.middleware.csrf import CsrfViewMiddleware
+from ninja.security import HttpBearer, SessionAuth
 
 from accounts.services import user_for_bearer_token
 
@@ -19,8 +21,21 @@ class BearerTokenAuth(HttpBearer):
         return user
 
 
+class SessionUserAuth(SessionAuth):
+    """The web UI's own fetches: the logged-in session, with Django's CSRF check on writes.
+
+    ninja's SessionAuth checks CSRF before it looks for a session, so a caller with neither a key nor a session
+    was told "CSRF check failed" (403) instead of "authentication required" (401). Without a logged-in session
+    there is nothing for a forged request to ride on, so the CSRF check only runs for one."""
+
+    def __call__(self, request):
+        if not request.user.is_authenticated:
+            return None  # not this authenticator's caller: the API answers 401
+        return super().__call__(request)
+
+
 # API clients send a key or a Clerk session token; the web UI's own fetches ride on the session (CSRF on writes).
-API_AUTH = [BearerTokenAuth(), django_auth]
+API_AUTH = [BearerTokenAuth(), SessionUserAuth()]
 
 
 def bearer_token_from_scope(scope) -> str | None:
@@ -53,15 +68,56 @@ def websocket_auth_stack(inner):
     return AuthMiddlewareStack(BearerWebSocketMiddleware(inner))
 
 
-class BrowserOriginValidator(OriginValidator):
-    """Browsers always send Origin on WebSockets, so a foreign Origin is refused (cross-site socket hijacking).
-    Clients that send none are not browsers and cannot carry a victim's session cookie; they still need a key
-    or a session to get past the consumer."""
+class _HandshakeRequest(HttpRequest):
+    """The socket's handshake seen as an HTTP request, so Django's own CSRF origin rules judge it: Host (and
+    X-Forwarded-Host when USE_X_FORWARDED_HOST), SECURE_PROXY_SSL_HEADER when configured, else the transport
+    (wss → https, ws → http)."""
 
-    def valid_origin(self, parsed_origin):
-        return parsed_origin is None or super().valid_origin(parsed_origin)
+    def __init__(self, scope):
+        super().__init__()
+        self.method = "GET"
+        self.path = self.path_info = scope.get("path", "")
+        self._secure_transport = scope.get("scheme") == "wss"
+        for name, value in scope.get("headers", []):
+            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+            text = value.decode("latin-1")
+            self.META[key] = f"{self.META[key]},{text}" if key in self.META else text
+
+    def _get_scheme(self):
+        return "https" if self._secure_transport else "http"
 
 
-def websocket_origin_guard(inner):
-    allowed_hosts_validator = AllowedHostsOriginValidator(inner)
-    return BrowserOriginValidator(inner, allowed_hosts_validator.allowed_origins)
+def origin_trusted_by_csrf(scope) -> bool:
+    """Whether the handshake's Origin is one Django's CSRF check accepts for an unsafe request: this site's own
+    scheme://host[:port], or one of CSRF_TRUSTED_ORIGINS (wildcard subdomains included). The rule is Django's
+    CsrfViewMiddleware._origin_verified itself, so the socket and HTTP forms can never disagree."""
+    request = _HandshakeRequest(scope)
+    if "HTTP_ORIGIN" not in request.META:
+        return False
+    return CsrfViewMiddleware(lambda request: None)._origin_verified(request)
+
+
+class SessionOriginGuard:
+    """Refuses, at the handshake, a socket that would trust the session cookie when its Origin is not one CSRF
+    accepts (cross-site WebSocket hijacking: any page the victim visits, even on another port of this host, can
+    open a socket and the browser attaches the cookie).
+
+    Sockets authenticated by a bearer token are exempt: a key or Clerk token is not ambient authority, and a page
+    cannot make a browser send an Authorization header on a WebSocket. A handshake without Origin is let through:
+    every browser sends Origin on WebSocket handshakes, so a client without one is not a browser acting for a
+    victim; it holds whatever credentials it sends (and still needs a session or a key to get past the consumer)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket" and not scope.get("api_client"):
+            has_origin = any(name == b"origin" for name, _ in scope.get("headers", []))
+            if has_origin and not origin_trusted_by_csrf(scope):
+                return await WebsocketDenier()(scope, receive, send)
+        return await self.inner(scope, receive, send)
+
+
+def websocket_stack(inner):
+    """Authentication (session, then a bearer token), then the origin guard, which needs to know which one won."""
+    return websocket_auth_stack(SessionOriginGuard(inner))

@@ -1,7 +1,7 @@
 from django.contrib import admin
-from django.db.models import Count, Sum
 
-from billing.models import Product, UsageEntry, UsagePeriod, WebhookEvent
+from billing.ledger import summed
+from billing.models import Charge, Product, UsageEntry, UsagePeriod, WebhookEvent
 
 
 @admin.register(Product)
@@ -53,17 +53,29 @@ class UsageEntryAdmin(admin.ModelAdmin):
         if changelist is not None:
             response.context_data["monthly_totals"] = [
                 {**row, "cost": f"{(row['cost_micros'] or 0) / 1_000_000:.6f}"}
-                for row in changelist.queryset.order_by()
-                .values("user__email", "month")
-                .annotate(
-                    entries=Count("id"),
-                    input_tokens=Sum("input_tokens"),
-                    output_tokens=Sum("output_tokens"),
-                    cost_micros=Sum("cost_micros"),
-                )
-                .order_by("-month", "user__email")
+                for row in summed(changelist.queryset, "month", "user__email")
             ]
         return response
+
+
+@admin.register(Charge)
+class ChargeAdmin(admin.ModelAdmin):
+    """Quota held, settled or released per action, read-only: they move only through billing.charges."""
+
+    list_display = ("created_at", "user", "kind", "amount", "state", "closed_at", "chat_query_id")
+    list_filter = ("state", "kind")
+    search_fields = ("user__email",)
+    date_hierarchy = "created_at"
+    list_select_related = ("user",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(WebhookEvent)

@@ -34,16 +34,22 @@ def record(user_id, action: str, *, chat_query_id=None, model=None, input_tokens
     )
 
 
-def monthly_totals(user):
-    """This user's ledger summed per month and action, newest month first."""
+def summed(entries, *group_by: str):
+    """`entries` (a UsageEntry queryset) summed per `group_by` (month first), newest month first: the one place
+    the ledger is totalled, for the account page and the admin alike."""
     return (
-        UsageEntry.objects.filter(user=user)
-        .values("month", "action")
+        entries.order_by()
+        .values(*group_by)
         .annotate(
             entries=Count("id"),
             input_tokens=Sum("input_tokens"),
             output_tokens=Sum("output_tokens"),
             cost_micros=Sum("cost_micros"),
         )
-        .order_by("-month", "action")
+        .order_by(*(f"-{name}" if name == "month" else name for name in group_by))
     )
+
+
+def monthly_totals(user):
+    """This user's ledger summed per month and action, newest month first."""
+    return summed(UsageEntry.objects.filter(user=user), "month", "action")

@@ -94,3 +94,41 @@ class WebhookEvent(models.Model):
 
     def __str__(self):
         return f"{self.type} {self.delivery_id}"
+
+
+class Charge(models.Model):
+    """One reservation of quota units for a billable action, from the moment they are taken until the action is
+    settled (kept, and written to the ledger when it was metered) or released (given back). Only billing.charges
+    moves a charge, by conditional UPDATEs on `state='held'`, so two settlers can never both charge or both give
+    back the same units."""
+
+    class State(models.TextChoices):
+        HELD = "held"
+        SETTLED = "settled"
+        RELEASED = "released"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="charges")
+    period = models.ForeignKey(UsagePeriod, on_delete=models.CASCADE, related_name="charges")
+    kind = models.CharField(max_length=20, help_text="The quota counted: chat, image, web_search or file_rag")
+    amount = models.PositiveIntegerField(default=1)
+    # By string reference: billing never imports chat. Null until the turn's query row exists (the quota is taken
+    # before it is created), and after the chat is deleted (the charge stays, as the ledger does).
+    chat_query = models.ForeignKey(
+        "chat.ChatQuery", null=True, blank=True, on_delete=models.SET_NULL, related_name="charges"
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.HELD)
+    entry = models.OneToOneField(
+        UsageEntry, null=True, blank=True, on_delete=models.SET_NULL, help_text="The ledger row written on settling"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True, help_text="When it was settled or released")
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["chat_query", "state"]),
+            models.Index(fields=["state", "created_at"]),
+        ]
+
+    def __str__(self):
+        return f"{self.kind}×{self.amount} {self.state}"

@@ -1,4 +1,4 @@
-"""The one quota service: the pipeline, RAG and web search reserve here; nothing else touches the counters.
+"""The quota counters underneath billing.charges (the one door chat uses); nothing else touches the counters.
 
 Reservations are single conditional UPDATEs (`used + n <= limit`), so a limit holds under any concurrency.
 A reservation whose action produced nothing (the provider failed, or the user stopped before the first token)

@@ -51,6 +51,8 @@ LIMIT_ALIASES = {
     "fileCountLimit": "files_per_request",
 }
 MAX_LIMIT = 10_000_000
+MAX_USER_ID = 2**63 - 1  # BigAutoField's largest value
+MAX_USER_ID_DIGITS = len(str(MAX_USER_ID))
 
 
 class WebhookError(Exception):
@@ -104,7 +106,7 @@ def check_signature(body: bytes, headers) -> VerifiedDelivery:
         raise WebhookError("The webhook-id header is too long.", "invalid_body", 400)
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
         raise WebhookError("The webhook body is not JSON.", "invalid_body", 400) from None
     if not isinstance(payload, dict) or not isinstance(payload.get("type"), str) or not payload["type"]:
         raise WebhookError("The webhook body is not an event (no type).", "invalid_body", 400)
@@ -186,7 +188,10 @@ def _subscriber(data: dict) -> User | None:
             continue
         candidate = str(candidate).strip()
         users = User.objects.select_for_update()
-        by = {"pk": int(candidate)} if candidate.isdigit() else {"clerk_id": candidate}
+        # Our user ids are ASCII digits within a bigint; anything else (a Clerk id, or digits past any id we could
+        # have: int() of 5,000 digits raises) is looked up as a Clerk id, which then matches nobody.
+        is_user_id = candidate.isascii() and candidate.isdigit() and len(candidate) <= MAX_USER_ID_DIGITS
+        by = {"pk": int(candidate)} if is_user_id and int(candidate) <= MAX_USER_ID else {"clerk_id": candidate}
         user = users.filter(**by).first()
         if user is not None:
             return user

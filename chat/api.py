@@ -9,6 +9,7 @@ from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import FileResponse, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
+from django.urls import reverse
 from ninja import Router, Schema
 from ninja.errors import HttpError
 from ninja.errors import ValidationError as RequestInvalid
@@ -19,14 +20,36 @@ from chat.events import TERMINAL_TYPES
 from chat.generations import begin_turn, follow, stop_generation
 from chat.images import ImageKeyError, open_image
 from chat.models import Chat, ChatQuery
+from chat.schemas import (
+    BranchOut,
+    ChatDetailOut,
+    ChatOnlyOut,
+    ChatsOut,
+    DocumentsOut,
+    ModelsOut,
+    PublicChatOut,
+    ShareOut,
+    StopOut,
+    TreeOut,
+    TurnOut,
+)
 from chat.services import ChatError
 from chat.sse import sse_response
-from chat.views import document_file_response
+from chat.views import PUBLIC_CHAT_RATE_SCOPE, document_file_response
 from core.ratelimit import allow, client_ip
+from core.schemas import AUTHENTICATED, binary, errors, streamed
 from rag.files import format_bytes
 
 router = Router(tags=["chat"])
 public_router = Router(tags=["public"])
+
+# What each kind of operation can answer besides its success (core.schemas.ErrorOut for all of them): a turn can
+# be refused for its body (400, 413), its chat (404), a pro model (403), a busy chat (409), the quota (429) or an
+# embedder that is down (503); a JSON turn also answers 502 (with the saved turn) when every provider failed.
+TURN_ERRORS = errors(400, *AUTHENTICATED, 404, 409, 413, 429, 503)
+JSON_TURN_ERRORS = {**TURN_ERRORS, **errors(502)}
+READ_ERRORS = errors(400, 401, 404)
+WRITE_ERRORS = errors(400, *AUTHENTICATED, 404, 413)
 
 
 class TurnIn(Schema):
@@ -77,7 +100,7 @@ def _turn_input(request) -> tuple[dict, list[tuple[str, bytes]]]:
             raise ChatError("The request body is required: a JSON object with a prompt.", code="invalid_body")
         try:
             data = json.loads(request.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
             raise HttpError(400, "Cannot parse request body: send JSON or multipart/form-data.") from None
         if not isinstance(data, dict):
             raise ChatError("The request body must be a JSON object with a prompt.", code="invalid_body")
@@ -129,7 +152,7 @@ def _optional_flag(request, field: str) -> bool | None:
         return None
     try:
         data = json.loads(request.body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ChatError("Malformed JSON body.", code="invalid_body") from None
     if not isinstance(data, dict) or field not in data:
         return None
@@ -140,6 +163,11 @@ def _optional_flag(request, field: str) -> bool | None:
 
 async def _json_turn(request, chat_id=None):
     query = await _begin_turn(request, chat_id)
+    return await _json_answer(query, status=201 if chat_id is None else 200)
+
+
+async def _json_answer(query, status: int):
+    """Wait for the turn's answer: the saved query and its chat, or a 502 with them when every provider failed."""
     last = None
     async for event in follow(query.id):
         if event["type"] in TERMINAL_TYPES:
@@ -149,95 +177,276 @@ async def _json_turn(request, chat_id=None):
     body = {"chatQuery": saved.as_dict(), "chat": chat.as_dict()}
     if last and last["type"] == "error":
         return JsonResponse({"error": last["message"], "code": last["code"], **body}, status=502)
-    return JsonResponse(body, status=201 if chat_id is None else 200)
+    return JsonResponse(body, status=status)
 
 
-@router.post("/stream", summary="Start a chat and stream the answer (SSE)", openapi_extra=TURN_BODY)
+@router.post(
+    "/stream",
+    response={200: None, **TURN_ERRORS},
+    summary="Start a chat and stream the answer (SSE)",
+    openapi_extra=streamed(**TURN_BODY),
+)
 async def create_chat_stream(request):
     query = await _begin_turn(request)
     return sse_response(follow(query.id))
 
 
-@router.post("/queries/{query_id}/stop", summary="Stop a generation; the partial answer is kept")
+@router.post(
+    "/queries/{query_id}/stop",
+    response={200: StopOut, **WRITE_ERRORS},
+    summary="Stop a generation; the partial answer is kept",
+)
 async def stop_query(request, query_id: str):
     query = await sync_to_async(services.get_owned_query)(request.auth, query_id)
     stopped = await stop_generation(query.pk)
     return {"stopped": stopped, "queryId": str(query.pk)}
 
 
-@router.get("/queries/{query_id}/events", summary="Follow a generation (SSE); resumes after Last-Event-ID")
+@router.get(
+    "/queries/{query_id}/events",
+    response={200: None, **READ_ERRORS},
+    summary="Follow a generation (SSE); resumes after Last-Event-ID",
+    openapi_extra=streamed(),
+)
 async def follow_query(request, query_id: str):
     query = await sync_to_async(services.get_owned_query)(request.auth, query_id)
-    last_event_id = request.headers.get("Last-Event-ID", "0")
-    after = int(last_event_id) if last_event_id.isdigit() else 0
+    last_event_id = request.headers.get("Last-Event-ID", "").strip() or "0"
+    if not (last_event_id.isascii() and last_event_id.isdigit() and len(last_event_id) <= 18):
+        raise ChatError(
+            "Last-Event-ID must be the id (a whole number, 0 or more) of the last event you received.",
+            code="invalid_field",
+        )
+    after = int(last_event_id)
     return sse_response(follow(query.pk, after_seq=after))
 
 
-@router.post("", summary="Start a chat and wait for the whole answer", openapi_extra=TURN_BODY)
+@router.post(
+    "",
+    response={201: TurnOut, **JSON_TURN_ERRORS},
+    summary="Start a chat and wait for the whole answer",
+    openapi_extra=TURN_BODY,
+)
 async def create_chat(request):
     return await _json_turn(request)
 
 
-@router.get("/models", auth=None, summary="The model catalog and which models can answer now")
+@router.get("/models", auth=None, response=ModelsOut, summary="The model catalog and which models can answer now")
 def list_models(request):
     return {"models": [entry.as_dict() for entry in catalog()]}
 
 
-@router.get("/user", summary="The caller's chats, newest first")
+@router.get("/user", response={200: ChatsOut, **errors(401)}, summary="The caller's chats, newest first")
 def user_chats(request):
     return {"chats": [chat.as_dict() for chat in services.chats_for_sidebar(request.auth)]}
 
 
-@router.post("/{chat_id}/stream", summary="Continue a chat and stream the answer (SSE)", openapi_extra=TURN_BODY)
+@router.post(
+    "/{chat_id}/stream",
+    response={200: None, **TURN_ERRORS},
+    summary="Continue a chat and stream the answer (SSE)",
+    openapi_extra=streamed(**TURN_BODY),
+)
 async def continue_chat_stream(request, chat_id: str):
     query = await _begin_turn(request, chat_id)
     return sse_response(follow(query.id))
 
 
-@router.post("/{chat_id}", summary="Continue a chat and wait for the whole answer", openapi_extra=TURN_BODY)
+@router.post(
+    "/{chat_id}",
+    response={200: TurnOut, **JSON_TURN_ERRORS},
+    summary="Continue a chat and wait for the whole answer",
+    openapi_extra=TURN_BODY,
+)
 async def continue_chat(request, chat_id: str):
     return await _json_turn(request, chat_id)
 
 
-@router.get("/{chat_id}", summary="A chat with its full history (each answer's sources in its metadata)")
-def get_chat(request, chat_id: str):
+@router.get(
+    "/{chat_id}",
+    response={200: ChatDetailOut, **READ_ERRORS},
+    summary="A chat with the branch shown (each answer's sources in its metadata); ?leaf=<query id>: another branch",
+)
+def get_chat(request, chat_id: str, leaf: str | None = None):
     chat = services.get_owned_chat(request.auth, chat_id)
     return {
         "chat": chat.as_dict(),
-        "queries": [q.as_dict() for q in services.chat_history(chat)],
+        "queries": [_query_on_branch(q) for q in services.chat_history(chat, leaf)],
+        "branches": _branch_links(chat.pk),
         "documents": [services.document_as_dict(d) for d in services.chat_documents(chat)],
     }
 
 
-@router.get("/{chat_id}/documents", summary="The files uploaded into a chat, with their status")
+def _query_on_branch(query) -> dict:
+    return {**query.as_dict(), "siblings": query.versions.as_dict()}
+
+
+def _branch_links(chat_id) -> dict:
+    """How a client finds the versions not shown (regenerated answers, edited prompts) and moves between them."""
+    base = f"/api/v1/chat/{chat_id}"
+    return {
+        "about": "`queries` is one branch: each query follows its parentId. `siblings` lists the versions of that "
+        "turn (oldest first). GET branch with a query id returns the branch ending at that query; tree lists every "
+        "query; POST select shows a version; POST regenerate or edit adds one.",
+        "branch": f"{base}?leaf={{queryId}}",
+        "tree": f"{base}/tree",
+        "select": f"{base}/queries/{{queryId}}/select",
+        "regenerate": f"{base}/queries/{{queryId}}/regenerate",
+        "edit": f"{base}/queries/{{queryId}}/edit",
+    }
+
+
+@router.get(
+    "/{chat_id}/tree",
+    response={200: TreeOut, **READ_ERRORS},
+    summary="Every query of a chat (every version of every turn), with its parentId",
+)
+def get_chat_tree(request, chat_id: str):
+    chat = services.get_owned_chat(request.auth, chat_id)
+    shown = {q.pk for q in services.chat_history(chat)}
+    return {
+        "chat": chat.as_dict(),
+        "queries": [{**q.as_dict(), "selected": q.selected, "shown": q.pk in shown} for q in services.chat_tree(chat)],
+    }
+
+
+class VersionIn(Schema):
+    model: str | None = None
+    systemPrompt: str | None = None  # noqa: N815 (the seed's wire names)
+    webSearch: bool = False  # noqa: N815
+
+
+class EditIn(VersionIn):
+    prompt: str
+
+
+def _version_payload(request, query_id: str, edit: bool) -> dict:
+    """The body of a regenerate (optional: model, systemPrompt, webSearch) or an edit (the same, and `prompt`)."""
+    data = {}
+    if request.body:
+        try:
+            data = json.loads(request.body)
+        except (ValueError, RecursionError):
+            raise HttpError(400, "Cannot parse request body: send a JSON object.") from None
+        if not isinstance(data, dict):
+            raise ChatError("The request body must be a JSON object.", code="invalid_body")
+    if not edit and "prompt" in data:
+        raise ChatError("A regenerate asks the same prompt again: to change it, POST …/edit.", code="invalid_field")
+    try:
+        fields = (EditIn if edit else VersionIn).model_validate(data).dict()
+    except pydantic.ValidationError as exc:
+        raise RequestInvalid(
+            [
+                {"type": error["type"], "loc": ("body", "payload", *error["loc"]), "msg": error["msg"]}
+                for error in exc.errors(include_url=False)
+            ]
+        ) from None
+    return {**fields, ("editOf" if edit else "regenerateOf"): query_id}
+
+
+async def _begin_version(request, chat_id: str, query_id: str, edit: bool):
+    payload = _version_payload(request, query_id, edit)
+    return await begin_turn(request.auth, payload, chat_id)
+
+
+@router.post(
+    "/{chat_id}/queries/{query_id}/regenerate",
+    response={201: TurnOut, **JSON_TURN_ERRORS},
+    summary="Answer a turn again: a new version beside it (nothing is lost), then wait for the whole answer",
+)
+async def regenerate(request, chat_id: str, query_id: str):
+    return await _json_answer(await _begin_version(request, chat_id, query_id, edit=False), status=201)
+
+
+@router.post(
+    "/{chat_id}/queries/{query_id}/regenerate/stream",
+    response={200: None, **TURN_ERRORS},
+    summary="Answer a turn again, streamed (SSE)",
+    openapi_extra=streamed(),
+)
+async def regenerate_stream(request, chat_id: str, query_id: str):
+    query = await _begin_version(request, chat_id, query_id, edit=False)
+    return sse_response(follow(query.id))
+
+
+@router.post(
+    "/{chat_id}/queries/{query_id}/edit",
+    response={201: TurnOut, **JSON_TURN_ERRORS},
+    summary="Send a turn's prompt changed: a new version beside it (nothing is lost), then wait for the answer",
+)
+async def edit(request, chat_id: str, query_id: str):
+    return await _json_answer(await _begin_version(request, chat_id, query_id, edit=True), status=201)
+
+
+@router.post(
+    "/{chat_id}/queries/{query_id}/edit/stream",
+    response={200: None, **TURN_ERRORS},
+    summary="Send a turn's prompt changed, streamed (SSE)",
+    openapi_extra=streamed(),
+)
+async def edit_stream(request, chat_id: str, query_id: str):
+    query = await _begin_version(request, chat_id, query_id, edit=True)
+    return sse_response(follow(query.id))
+
+
+@router.post(
+    "/{chat_id}/queries/{query_id}/select",
+    response={200: BranchOut, **WRITE_ERRORS},
+    summary="Show this version of its turn; returns the branch now shown (what continuing the chat follows)",
+)
+def select_version(request, chat_id: str, query_id: str):
+    services.do_select_version(request.auth, chat_id, query_id)
+    chat = services.get_owned_chat(request.auth, chat_id)
+    return {
+        "chat": chat.as_dict(),
+        "queries": [_query_on_branch(q) for q in services.chat_history(chat)],
+        "branches": _branch_links(chat.pk),
+    }
+
+
+@router.get(
+    "/{chat_id}/documents",
+    response={200: DocumentsOut, **READ_ERRORS},
+    summary="The files uploaded into a chat, with their status",
+)
 def list_documents(request, chat_id: str):
     chat = services.get_owned_chat(request.auth, chat_id)
     return {"documents": [services.document_as_dict(d) for d in services.chat_documents(chat)]}
 
 
-@router.get("/{chat_id}/documents/{document_id}/file", summary="Download an uploaded file (as it was uploaded)")
+@router.get(
+    "/{chat_id}/documents/{document_id}/file",
+    response={200: None, **READ_ERRORS},
+    summary="Download an uploaded file (as it was uploaded)",
+    openapi_extra=binary(),
+)
 def download_document(request, chat_id: str, document_id: str):
     return document_file_response(services.get_owned_document(request.auth, chat_id, document_id))
 
 
-@router.patch("/{chat_id}", summary="Rename a chat")
+@router.patch("/{chat_id}", response={200: ChatOnlyOut, **WRITE_ERRORS}, summary="Rename a chat")
 def rename_chat(request, chat_id: str, payload: RenameIn):
     return {"chat": services.do_rename_chat(request.auth, chat_id, payload.title).as_dict()}
 
 
-@router.patch("/{chat_id}/share", summary="Share or unshare a chat (no body: toggle)")
+@router.patch(
+    "/{chat_id}/share", response={200: ShareOut, **WRITE_ERRORS}, summary="Share or unshare a chat (no body: toggle)"
+)
 def share_chat(request, chat_id: str):
     chat = services.do_set_shared(request.auth, chat_id, _optional_flag(request, "shared"))
-    return {"chat": chat.as_dict(), "publicUrl": f"/share/{chat.pk}/" if chat.shared else None}
+    return {"chat": chat.as_dict(), "publicUrl": reverse("chat:public", args=[chat.pk]) if chat.shared else None}
 
 
-@router.patch("/{chat_id}/bookmark", summary="Bookmark or unbookmark a chat (no body: toggle)")
+@router.patch(
+    "/{chat_id}/bookmark",
+    response={200: ChatOnlyOut, **WRITE_ERRORS},
+    summary="Bookmark or unbookmark a chat (no body: toggle)",
+)
 def bookmark_chat(request, chat_id: str):
     chat = services.do_set_bookmarked(request.auth, chat_id, _optional_flag(request, "bookmarked"))
     return {"chat": chat.as_dict()}
 
 
-@router.delete("/{chat_id}", summary="Delete a chat and its history")
+@router.delete("/{chat_id}", response={204: None, **WRITE_ERRORS}, summary="Delete a chat and its history")
 def delete_chat(request, chat_id: str):
     services.do_delete_chat(request.auth, chat_id)
     return HttpResponse(status=204)
@@ -266,10 +475,15 @@ def public_chat_payload(chat_id) -> dict:
     return payload
 
 
-@public_router.get("/chat/{chat_id}", auth=None, summary="A shared chat, read-only (no auth)")
+@public_router.get(
+    "/chat/{chat_id}",
+    auth=None,
+    response={200: PublicChatOut, **errors(400, 404, 429)},
+    summary="A shared chat, read-only (no auth)",
+)
 def get_public_chat(request, chat_id: str):
     allowed, retry_after = allow(
-        "public-chat", client_ip(request), settings.PUBLIC_CHAT_RATE_LIMIT, settings.PUBLIC_CHAT_RATE_WINDOW
+        PUBLIC_CHAT_RATE_SCOPE, client_ip(request), settings.PUBLIC_CHAT_RATE_LIMIT, settings.PUBLIC_CHAT_RATE_WINDOW
     )
     if not allowed:
         response = JsonResponse(
@@ -280,7 +494,13 @@ def get_public_chat(request, chat_id: str):
     return public_chat_payload(chat_id)
 
 
-@public_router.get("/images/download/{path:key}", auth=None, summary="Download a generated image")
+@public_router.get(
+    "/images/download/{path:key}",
+    auth=None,
+    response={200: None, **errors(400, 404)},
+    summary="Download a generated image",
+    openapi_extra=binary("image/png"),
+)
 def download_image(request, key: str, inline: bool = False):
     try:
         image = open_image(key)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 
-from billing import ledger
+from billing import charges
 from chat.models import AIModel, Chat
 from chat.providers import ProviderError, get_provider, unavailable_reason
 from chat.services import token_budget
@@ -52,13 +52,12 @@ async def _complete(model: AIModel, instruction: str, material: str, max_tokens:
     material = _clip_to_tokens(material, budget - max_tokens - 100)
     messages = [{"role": "system", "content": instruction}, {"role": "user", "content": material}]
     completion = await provider.complete(model.full_name, messages, max_tokens=max_tokens)
-    await sync_to_async(ledger.record)(
+    await sync_to_async(charges.do_record_utility_call)(
         billed_to.user_id,
-        "utility",
-        chat_query_id=billed_to.chat_query_id,
-        model=model,
-        input_tokens=completion.usage.input_tokens,
-        output_tokens=completion.usage.output_tokens,
+        billed_to.chat_query_id,
+        model,
+        completion.usage.input_tokens,
+        completion.usage.output_tokens,
     )
     return completion.text.strip()
 

@@ -16,7 +16,27 @@ from core import metrics
 
 logger = logging.getLogger(__name__)
 
+# Our limit on one message, in UTF-8 bytes. The server's own (daphne's --websocket-max-message-size, which
+# querynox/server.py sets to WEBSOCKET_MAX_MESSAGE_BYTES) is larger, so a message between the two reaches us and gets
+# our `message_too_large` error frame and a clean close; only past the server's does autobahn close with 1009 itself.
 MAX_FRAME_BYTES = 1_000_000
+# Like 4401 for unauthenticated: 4000 + the HTTP status (autobahn lets applications close only with 1000 or 3000-4999,
+# so RFC 6455's own 1009 is not ours to send).
+CLOSE_MESSAGE_TOO_BIG = 4413
+
+
+def follow_position(after) -> int:
+    """`after` of a follow request: the seq of the last event the client has (0: from the start)."""
+    if after is None:
+        return 0
+    if isinstance(after, str) and after.isascii() and after.isdigit() and len(after) <= 18:
+        return int(after)  # htmx's ws extension sends form values as strings
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise ChatError(
+            "after must be a whole number, 0 or more (the seq of the last event you have).",
+            "invalid_field",
+        )
+    return after
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -43,13 +63,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps(payload))
 
     async def receive(self, text_data=None, bytes_data=None):
-        if text_data is None or len(text_data) > MAX_FRAME_BYTES:
+        size = len(text_data.encode("utf-8", "surrogatepass")) if text_data is not None else len(bytes_data or b"")
+        if size > MAX_FRAME_BYTES:
+            await self.send_json(
+                events.error(
+                    f"The message is {size} bytes; send at most {MAX_FRAME_BYTES} bytes per message.",
+                    "message_too_large",
+                )
+            )
+            await self.close(code=CLOSE_MESSAGE_TOO_BIG)
+            return
+        if text_data is None:
             await self.send_json(events.error("Send one JSON object per text frame (at most 1 MB).", "invalid_body"))
             return
         try:
             message = json.loads(text_data)
         except ValueError:
             await self.send_json(events.error("Malformed JSON.", "invalid_body"))
+            return
+        except RecursionError:
+            await self.send_json(events.error("The JSON is nested too deeply.", "invalid_body"))
             return
         if not isinstance(message, dict):
             await self.send_json(events.error("Send a JSON object.", "invalid_body"))
@@ -60,15 +93,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             if action == "turn":
                 await self.start_turn(message, framer)
+            elif action in ("regenerate", "edit"):
+                await self.start_version(message, framer, edit=action == "edit")
             elif action in ("stop", "follow"):
                 query = await sync_to_async(get_owned_query)(self.user, message.get("queryId"))
                 if action == "stop":
                     await stop_generation(query.pk)
                 else:
-                    after = message.get("after", 0)
-                    self.relay(query.pk, follow(query.pk, after if isinstance(after, int) else 0), framer, True)
+                    self.relay(query.pk, follow(query.pk, follow_position(message.get("after", 0))), framer, True)
             else:
-                raise ChatError(f"Unknown action “{action}”: use turn, stop or follow.", code="invalid_body")
+                raise ChatError(
+                    f"Unknown action “{action}”: use turn, regenerate, edit, stop or follow.", code="invalid_body"
+                )
         except ChatError as exc:
             for frame in await framer.refusal(exc.message, exc.code):
                 await self.send(text_data=frame)
@@ -76,6 +112,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def start_turn(self, message: dict, framer):
         query = await begin_turn(self.user, message, message.get("chatId") or None)
         for frame in await framer.started(query):
+            await self.send(text_data=frame)
+        self.relay(query.pk, follow(query.pk), framer, False)
+
+    async def start_version(self, message: dict, framer, edit: bool):
+        """regenerate {queryId} or edit {queryId, prompt}: another version of that turn (chat/branches.py), with
+        the message's model, systemPrompt and webSearch like any turn."""
+        payload = {key: message[key] for key in ("model", "systemPrompt", "webSearch") if key in message}
+        if edit:
+            payload.update(prompt=message.get("prompt"), editOf=message.get("queryId"))
+        else:
+            payload["regenerateOf"] = message.get("queryId")
+        query = await begin_turn(self.user, payload, message.get("chatId") or None)
+        for frame in await framer.branched(query, message.get("queryId")):
             await self.send(text_data=frame)
         self.relay(query.pk, follow(query.pk), framer, False)
 

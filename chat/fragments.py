@@ -1,40 +1,38 @@
 """How socket clients see pipeline events: JSON frames for API clients, HTMX out-of-band fragments for the UI."""
 
 import json
-import re
 
 from asgiref.sync import sync_to_async
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+from chat.branches import chat_tree
+from chat.markdown import render_markdown
 from chat.models import Chat
-from chat.services import ChatNotFound, chat_documents, chats_for_sidebar, parse_chat_id
-
-# [1], [W2], and groups such as [1, 3] or [1][W2]: how the grounding instructions ask models to cite.
-_CITATION = re.compile(r"\[((?:W?\d{1,3})(?:\s*,\s*W?\d{1,3})*)\]")
+from chat.services import ChatNotFound, chat_documents, chats_for_sidebar, parse_chat_id, parse_query_id
 
 
 def render_answer(query_id, text: str, sources: list[dict] | None) -> SafeString:
-    """The answer as HTML: escaped text (the model's output is untrusted), with each [n] marker that names one of
-    the answer's sources linked to that entry of the source list under it. Other brackets stay plain text."""
-    escaped = str(escape(text or ""))
-    refs = {str(source.get("ref")) for source in sources or ()}
-    if not refs:
-        return mark_safe(escaped)
+    """The answer as HTML: its Markdown rendered and sanitised (chat/markdown.py: the model's output is
+    untrusted), with each [n] marker that names one of the answer's sources linked to that entry of the source list
+    under it. Other brackets stay plain text."""
+    refs = [source.get("ref") for source in sources or ()]
+    return mark_safe(f'<div class="markdown">{render_markdown(text or "", query_id, refs)}</div>')
 
-    def link(match: re.Match) -> str:
-        parts = [part.strip() for part in match.group(1).split(",")]
-        if not all(part in refs for part in parts):
-            return match.group(0)
-        links = ", ".join(f'<a class="cite" href="#source-{query_id}-{part}">{part}</a>' for part in parts)
-        return f"[{links}]"
 
-    return mark_safe(_CITATION.sub(link, escaped))
+def answer_element(query_id, text: str, sources: list[dict] | None) -> str:
+    """The whole answer element, rendered, replacing the text that streamed into it."""
+    answer = render_answer(query_id, text, sources)
+    return f'<div id="answer-{escape(query_id)}" class="answer" hx-swap-oob="outerHTML">{answer}</div>'
 
 
 class JsonFramer:
     async def started(self, query) -> list[str]:
+        return []
+
+    async def branched(self, query, replaced_id) -> list[str]:
         return []
 
     async def resumed(self, query_id) -> list[str]:
@@ -58,6 +56,10 @@ def _controls_cleared(query_id) -> str:
 class HtmxFramer:
     def __init__(self, user):
         self.user = user
+        # What streamed so far, per turn: an `error` event carries no text, yet the answer is then rendered too.
+        self._streamed: dict[str, list[str]] = {}
+        self._sources: dict[str, list[dict]] = {}
+        self._models: dict[str, str] = {}
 
     def _render(self, template: str, context: dict) -> str:
         return render_to_string(template, context)
@@ -95,24 +97,51 @@ class HtmxFramer:
             self._render("chat/_attachments.html", {"attachments": [], "oob": True}),
         ]
 
+    async def branched(self, query, replaced_id) -> list[str]:
+        """A regenerate or edit started: the new version takes the place of the one shown (`replaced_id`), and the
+        turns that followed that one go (they stay reachable with the ‹ › controls)."""
+
+        def render():
+            tree = chat_tree(query.chat_id)
+            replaced = tree.queries.get(parse_query_id(replaced_id))
+            gone = [q.pk for q in tree.descend(replaced)] if replaced else []
+            new = tree.annotate([tree.queries[query.pk]])[0]
+            turn = self._render("chat/_turn.html", {"q": new, "live": True})
+            anchor = f"#turn-{replaced_id}" if replaced else "#messages"
+            where = "afterend" if replaced else "beforeend"
+            return [
+                f'<div hx-swap-oob="{where}:{anchor}">{turn}</div>',
+                *(f'<div id="turn-{query_id}" hx-swap-oob="delete"></div>' for query_id in gone),
+            ]
+
+        return [
+            *await sync_to_async(render)(),
+            '<div id="composer-error" class="composer-error" hx-swap-oob="outerHTML"></div>',
+        ]
+
     async def resumed(self, query_id) -> list[str]:
         # The page showed the answer as saved; the replay that follows rebuilds it exactly.
+        self._streamed.pop(str(query_id), None)
         return [f'<div id="answer-{query_id}" class="answer" hx-swap-oob="outerHTML"></div>']
 
     async def frames(self, query_id, event: dict) -> list[str]:
         kind = event["type"]
         if kind == "content":
+            self._streamed.setdefault(str(query_id), []).append(event["content"])
             return [f'<div hx-swap-oob="beforeend:#answer-{query_id}">{escape(event["content"])}</div>']
         if kind == "status":
             return [_status(query_id, event["message"])]
         if kind == "sources":
+            self._sources[str(query_id)] = event["sources"]
             context = {"sources": event["sources"], "query_id": query_id, "oob": True}
             return [self._render("chat/_sources.html", context)]
         if kind == "metadata":
             chat_id = event["chatId"]
+            self._models[str(query_id)] = event.get("model") or ""
+            chat_url = reverse("chat:chat", args=[chat_id])
             return [
                 f'<input type="hidden" id="chat-id" name="chatId" value="{escape(chat_id)}" hx-swap-oob="true">',
-                f'<div id="chat-location" data-url="/chat/{escape(chat_id)}/" hx-swap-oob="true"></div>',
+                f'<div id="chat-location" data-url="{escape(chat_url)}" hx-swap-oob="true"></div>',
                 await self._sidebar(chat_id),
             ]
         if kind == "complete":
@@ -122,16 +151,25 @@ class HtmxFramer:
             images = metadata.get("images")
             if images:
                 frames.append(self._render("chat/_images.html", {"images": images, "query_id": query_id, "oob": True}))
-            if metadata.get("sources"):
-                # The streamed text again, now with its [n] markers linked to the source list.
-                answer = render_answer(query_id, event["query"]["response"], metadata["sources"])
-                frames.append(f'<div id="answer-{query_id}" class="answer" hx-swap-oob="outerHTML">{answer}</div>')
+            # The streamed text again, now rendered as Markdown, with its [n] markers linked to the source list.
+            frames.append(answer_element(query_id, event["query"]["response"], metadata.get("sources")))
+            frames.append(self._answer_foot(query_id, event["query"]))
             if metadata.get("files") or metadata.get("sources"):
                 frames.append(await self._documents(event["query"]["chatId"]))
             return frames + [await self._sidebar(event["query"]["chatId"])]
         if kind == "error":
-            return [_status(query_id, event["message"], "status error"), _controls_cleared(query_id)]
+            frames = [_status(query_id, event["message"], "status error"), _controls_cleared(query_id)]
+            streamed = "".join(self._streamed.get(str(query_id), ()))
+            if streamed:
+                # The partial answer is kept (and saved): shown rendered, like a finished one.
+                frames.append(answer_element(query_id, streamed, self._sources.get(str(query_id))))
+                query = {"response": streamed, "status": "error", "model": self._models.get(str(query_id), "")}
+                frames.append(self._answer_foot(query_id, query))
+            return frames
         return []
+
+    def _answer_foot(self, query_id, query: dict) -> str:
+        return self._render("chat/_answer_foot.html", {"q": query, "query_id": query_id, "oob": True})
 
     async def refusal(self, message: str, code: str) -> list[str]:
         return [f'<div id="composer-error" class="composer-error" hx-swap-oob="outerHTML">{escape(message)}</div>']

@@ -17,12 +17,13 @@ from django.conf import settings
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from billing import ledger, quota
+from billing import charges
 from chat import events, shared_log
-from chat.models import RESERVATION_KEY, AIModel, ChatQuery
+from chat.models import AIModel, Chat, ChatQuery
 from chat.pipeline import run_turn
 from chat.services import (
     PreparedTurn,
+    TurnRequest,
     check_turn,
     do_release_turn,
     do_reserve_turn,
@@ -126,18 +127,31 @@ class Generation:
             asyncio.get_running_loop().call_later(FINISHED_RETENTION_SECONDS, _running.pop, self.query_id, None)
 
 
-def start_generation(query: ChatQuery, turn: PreparedTurn, reservation=None) -> Generation:
+def start_generation(query: ChatQuery, turn: PreparedTurn, charge: charges.Charge | None = None) -> Generation:
     """Start the turn's pipeline as a task of the running loop; the caller then follows it like anyone else."""
     generation = Generation(query.id)
     _running[query.id] = generation
+    driving = generation.drive(run_turn(query, turn, generation.stop_requested, charge))
+    if turn.request.unlisted:
+        driving = _then_discard_chat(driving, query.chat_id)
     generation.task = asyncio.get_running_loop().create_task(
-        generation.drive(run_turn(query, turn, generation.stop_requested, reservation)),
+        driving,
         name=f"turn-{query.id}",
         # A fresh context: the request's context carries its own sync-thread executor, which shuts down when the
         # request ends, while this task must outlive it.
         context=contextvars.Context(),
     )
     return generation
+
+
+async def _then_discard_chat(driving, chat_id) -> None:
+    """An unlisted chat (an OpenAI-compatible call without `store`) is deleted with its queries once its turn has
+    ended, however it ended: here, in the generation's task, not in the request that may have gone. The ledger
+    keeps its rows (their link to the query is set to null); followers still get every event from memory."""
+    try:
+        await driving
+    finally:
+        await Chat.objects.filter(pk=chat_id, unlisted=True).adelete()
 
 
 def _as_uuid(query_id) -> uuid.UUID:
@@ -179,25 +193,24 @@ async def settle_orphan(query_id, status: str = ChatQuery.Status.ERROR) -> None:
 
 
 def _settle_orphan_charges(query_id, partial: str) -> None:
-    """The orphan's reservation, which its dead instance never settled: returned when nothing was produced; charged
-    when text was, with estimated tokens (the provider bills them, but its usage report never arrived)."""
-    query = ChatQuery.objects.select_related("chat").get(pk=query_id)
-    held = query.metadata.get(RESERVATION_KEY)
-    if not held:
-        return
-    if not partial:
-        quota.release(quota.Reservation(held["periodId"], held["kind"], held["amount"]))
-        return
+    """The charges the orphan's dead instance never settled, by the pipeline's own rule (charges.do_settle_turn):
+    the generation returned when nothing was produced, charged when text was, with estimated tokens (the provider
+    bills them, but its usage report never arrived). Anything else still held (a file never confirmed read, a web
+    search in flight) delivered nothing and is given back."""
+    query = ChatQuery.objects.get(pk=query_id)
     usage = {"inputTokens": estimate_tokens(query.prompt), "outputTokens": estimate_tokens(partial), "estimated": True}
-    ledger.record(
-        query.chat.owner_id,
-        held["kind"],
-        chat_query_id=query.pk,
-        model=AIModel.objects.filter(name=query.model).first(),
-        input_tokens=usage["inputTokens"],
-        output_tokens=usage["outputTokens"],
-    )
-    ChatQuery.objects.filter(pk=query_id).update(metadata={**query.metadata, "usage": usage})
+    charged = False
+    for charge in charges.held_charges(query_id, charges.GENERATION_KINDS):
+        charged |= charges.do_settle_turn(
+            charge,
+            produced=bool(partial),
+            model=AIModel.objects.filter(name=query.model).first(),
+            input_tokens=usage["inputTokens"],
+            output_tokens=usage["outputTokens"],
+        )
+    charges.do_release_all(charges.held_charges(query_id))
+    if charged and partial:
+        ChatQuery.objects.filter(pk=query_id).update(metadata={**query.metadata, "usage": usage})
 
 
 async def _follow_shared(query_id: uuid.UUID, after_seq: int) -> AsyncIterator[dict]:
@@ -229,6 +242,7 @@ async def follow(query_id: uuid.UUID, after_seq: int = 0) -> AsyncIterator[dict]
     """Every event of the turn after `after_seq`: replayed from memory (this instance), from Redis (another
     instance), or rebuilt from the saved query."""
     query_id = _as_uuid(query_id)
+    after_seq = max(0, after_seq)  # a negative position would index from the end and replay events twice
     generation = _running.get(query_id)
     if generation is not None:
         async for event in generation.events_after(after_seq):
@@ -330,21 +344,23 @@ async def begin_turn(user, payload, chat_id=None, files=()) -> ChatQuery:
 
     The one entry point for every transport: socket, SSE and JSON all call this, then `follow`. `files` are
     (name, bytes) pairs sent with the request (the API's multipart bodies); the UI stages them as attachments.
+    `payload` is the client's JSON object, or a TurnRequest a transport has parsed itself (the OpenAI API).
     """
     prepare = sync_to_async(_prepare_and_save)
-    query, turn, reservation = await prepare(user, payload, chat_id, files)
-    generation = start_generation(query, turn, reservation)
+    query, turn, charge = await prepare(user, payload, chat_id, files)
+    generation = start_generation(query, turn, charge)
     await generation.announced.wait()
     return query
 
 
 def _prepare_and_save(user, payload, chat_id, files=()):
     # Bad input (bad files included) is refused before the quota is touched; the quota is charged before any work.
-    turn = check_turn(user, parse_turn_request(payload, chat_id), files)
-    reservation, turn = do_reserve_turn(user, turn)
+    request = payload if isinstance(payload, TurnRequest) else parse_turn_request(payload, chat_id)
+    turn = check_turn(user, request, files)
+    charge, turn = do_reserve_turn(user, turn)
     try:
-        query = do_start_turn(user, turn, reservation)
+        query = do_start_turn(user, turn, charge)
     except BaseException:
-        do_release_turn(reservation, turn)
+        do_release_turn(charge, turn)
         raise
-    return query, turn, reservation  # query.chat is already loaded: do_start_turn created the query with it
+    return query, turn, charge  # query.chat is already loaded: do_start_turn created the query with it

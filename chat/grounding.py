@@ -1,6 +1,8 @@
 """Grounding for a turn: the chat's files (ingested with live progress, then searched) and the web, as numbered
-sources the answer cites. The pipeline (chat/pipeline.py) runs these steps; `context` there is its message
-builder, of which these steps use `turns`, `grounding` and `grounding_room(budget)`."""
+sources the answer cites. The pipeline (chat/pipeline.py) runs these steps: each yields its progress events and,
+last, what it found (WebFindings, FileHits); the pipeline builds one Grounding from those and the messages from it.
+Their quota goes through billing.charges: a file's charge is kept once it is read, a web search's once it answered;
+whatever a step did not use is given back."""
 
 import asyncio
 import logging
@@ -10,16 +12,14 @@ from dataclasses import dataclass, field, replace
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import connections
 
-from billing import quota
+from billing import charges
 from chat import events, websearch
 from chat.assist import BilledTo, utility_model
 from chat.models import ChatQuery
 from chat.services import TurnFile, document_url
 from chat.websearch import WebResult
-from core import metrics
 from core.tokens import estimate_message_tokens
 from rag.models import Document
 from rag.retrieval import retrieve
@@ -164,31 +164,36 @@ async def _with_progress(function: Callable, *args) -> AsyncIterator[tuple[str, 
     yield "result", work.result()
 
 
-class FileCharges:
-    """The file-RAG reservations of the turn's files: kept for a file that was ingested, returned for one that
-    turned out unusable, one the chat already had, or one never reached (the turn stopped or failed first)."""
+@dataclass(frozen=True)
+class WebFindings:
+    """What a web search found: the query it made (even one that found nothing, which the model is told), its
+    results, and the charge it kept."""
 
-    def __init__(self, files: tuple[TurnFile, ...]):
-        self.pending = [file.reservation for file in files if file.reservation is not None]
-
-    async def keep(self, file: TurnFile) -> None:
-        if file.reservation in self.pending:
-            self.pending.remove(file.reservation)
-
-    async def release(self, file: TurnFile) -> None:
-        if file.reservation in self.pending:
-            self.pending.remove(file.reservation)
-            await sync_to_async(quota.release)(file.reservation)
-
-    async def release_the_rest(self) -> None:
-        pending, self.pending = self.pending, []
-        for reservation in pending:
-            await sync_to_async(quota.release)(reservation)
+    query: str
+    results: list[WebResult]
+    charge: charges.Charge | None = None
 
 
-async def ingest_files(query: ChatQuery, files: tuple[TurnFile, ...], charges: FileCharges, stop) -> AsyncIterator:
+@dataclass(frozen=True)
+class FileHits:
+    """The chat's chunks most relevant to the prompt, best first."""
+
+    hits: list[Hit]
+
+
+async def _keep(file: TurnFile) -> None:
+    if file.charge is not None:
+        await sync_to_async(charges.do_settle)(file.charge)
+
+
+async def _give_back(file: TurnFile) -> None:
+    await sync_to_async(charges.do_release)(file.charge)
+
+
+async def ingest_files(query: ChatQuery, files: tuple[TurnFile, ...], stop) -> AsyncIterator[dict]:
     """Ingest each of the turn's files into the chat, with live progress; an unusable file is skipped with a
-    status saying why, and the turn goes on."""
+    status saying why, and the turn goes on. A file's charge is kept once it is read, and given back when it was
+    unusable or the chat had it already; one never reached (the turn stopped first) is the pipeline's to return."""
     for file in files:
         if stop.is_set():
             return
@@ -203,18 +208,18 @@ async def ingest_files(query: ChatQuery, files: tuple[TurnFile, ...], charges: F
                 if kind == "status" and value != f"Reading {name}":  # said already, a moment ago
                     yield events.status(value)
         except FileRejected as exc:
-            await charges.release(file)
+            await _give_back(file)
             yield events.status(f"{name} was skipped: {_reason(name, exc.message)}")
             continue
         except Exception:
             logger.exception("ingesting a file failed", extra={"query_id": str(query.id), "kind": file.upload.kind})
-            await charges.release(file)
+            await _give_back(file)
             yield events.status(f"{name} was skipped: it could not be processed.")
             continue
         if had_it:
-            await charges.release(file)  # no new use of the quota: the chat had this file already
+            await _give_back(file)  # no new use of the quota: the chat had this file already
         else:
-            await charges.keep(file)
+            await _keep(file)
 
 
 def _reason(name: str, message: str) -> str:
@@ -223,33 +228,29 @@ def _reason(name: str, message: str) -> str:
     return "it " + message[len(quoted) :] if message.startswith(quoted) else message
 
 
-def _reserve_web_search(user_id):
-    user = get_user_model().objects.select_related("product").get(pk=user_id)
-    return quota.reserve(user, "web_search")
-
-
-async def search_the_web(query: ChatQuery, context) -> AsyncIterator[dict]:
-    """Search the web for the turn (charged per search); any failure says so and the answer goes on without it."""
+async def search_the_web(query: ChatQuery, conversation: list[dict]) -> AsyncIterator[dict | WebFindings]:
+    """Search the web for the turn (charged per search), the query written from `conversation` (the messages
+    before the prompt); yields WebFindings when a search was made. Any failure says so, gives the search back,
+    and the answer goes on without it."""
     yield events.status("Searching the web…")
     if websearch.configured_backend() is None:
         yield events.status(f"{websearch.unavailable_reason()} Answering without web results.")
         return
     try:
-        reservation = await sync_to_async(_reserve_web_search)(query.chat.owner_id)
-    except quota.QuotaExceeded as exc:
-        metrics.QUOTA_REFUSALS.labels(exc.kind).inc()
+        (charge,) = await sync_to_async(charges.do_reserve)(
+            query.chat.owner_id, ["web_search"], chat_query_id=query.pk
+        )
+    except charges.QuotaExceeded as exc:
         yield events.status(f"Web search skipped: {exc} Answering without web results.")
         return
     try:
         writer_model = await utility_model(settings.UTILITY_MODELS)
-        # Only role and content go out: history messages also carry their time, for the summary's bookkeeping.
-        recent = [{"role": m["role"], "content": m["content"]} for turn in context.turns for m in turn]
         search_query = await websearch.make_search_query(
-            query.prompt, recent, writer_model, billed_to=BilledTo(query.chat.owner_id, query.pk)
+            query.prompt, conversation, writer_model, billed_to=BilledTo(query.chat.owner_id, query.pk)
         )
         results = await websearch.search(search_query)
     except Exception as exc:
-        await sync_to_async(quota.release)(reservation)
+        await sync_to_async(charges.do_release)(charge)
         if isinstance(exc, websearch.WebSearchError):
             message = exc.message
         else:
@@ -257,22 +258,24 @@ async def search_the_web(query: ChatQuery, context) -> AsyncIterator[dict]:
             message = "The web search failed."
         yield events.status(f"{message} Answering without web results.")
         return
-    context.grounding.web, context.grounding.web_query = results, search_query
+    await sync_to_async(charges.do_settle)(charge)
+    yield WebFindings(search_query, list(results), charge)
 
 
-async def search_the_files(query: ChatQuery, context, budget: int) -> AsyncIterator[dict]:
-    """Retrieve the chat's most relevant chunks for the prompt (this turn's files and earlier turns' alike)."""
+async def search_the_files(query: ChatQuery, room: int) -> AsyncIterator[dict | FileHits]:
+    """Retrieve the chat's chunks most relevant to the prompt (this turn's files and earlier turns' alike), within
+    `room` tokens; yields FileHits when the chat has files and they could be searched."""
     if not await sync_to_async(chat_has_documents)(query.chat_id):
         return
     yield events.status("Searching your files…")
-    room = max(0, min(settings.RAG_CONTEXT_TOKENS, context.grounding_room(budget) - context.grounding.tokens()))
+    room = max(0, min(settings.RAG_CONTEXT_TOKENS, room))
     try:
         hits = await asyncio.to_thread(_in_worker, retrieve, query.chat_id, query.prompt, settings.RAG_TOP_K, room)
     except Exception:
         logger.exception("retrieval failed", extra={"query_id": str(query.id)})
         yield events.status("Your files could not be searched; answering without them.")
         return
-    context.grounding.hits = list(hits)
+    yield FileHits(list(hits))
 
 
 async def save_sources(query_id, sources: list[dict]) -> None:

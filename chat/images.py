@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.urls import reverse
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_KEY = re.compile(r"^generation/(?P<user>\d+)/\d{8}T\d{6}Z-[0-9a-f]{32}\.png$")
@@ -44,5 +45,5 @@ def open_image(key: str):
 
 
 def image_urls(key: str) -> dict:
-    download = f"/api/v1/public/images/download/{key}"
+    download = reverse("api:download_image", kwargs={"key": key})
     return {"key": key, "previewUrl": f"{download}?inline=1", "downloadUrl": download}

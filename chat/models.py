@@ -41,10 +41,15 @@ class AIModel(models.Model):
 
 class ChatQuerySet(models.QuerySet):
     def owned_by(self, user):
-        return self.filter(owner=user)
+        # Unlisted chats (OpenAI-compatible calls without `store`) exist only while their turn runs: no page,
+        # sidebar or API ever shows them.
+        return self.filter(owner=user, unlisted=False)
 
 
 class Chat(models.Model):
+    """A conversation. `title` is the user's: from the first prompt, or what they renamed it to; `name` is the
+    short name generated for it (chat/assist.py; the title until one is). Pages show `display_name`."""
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chats")
     title = models.CharField(max_length=200, default="New Chat")
@@ -54,6 +59,7 @@ class Chat(models.Model):
     web_search = models.BooleanField(default=False)
     shared = models.BooleanField(default=False)
     bookmarked = models.BooleanField(default=False)
+    unlisted = models.BooleanField(default=False, help_text="Not the user's to see: deleted when its turn ends")
     summary = models.TextField(blank=True, help_text="A summary of the turns up to summary_until")
     summary_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -90,10 +96,6 @@ class Chat(models.Model):
         }
 
 
-# Metadata keys starting with "_" are for the server only (never sent to clients): the turn's quota reservation.
-RESERVATION_KEY = "_reservation"
-
-
 class ChatQuery(models.Model):
     class Status(models.TextChoices):
         STREAMING = "streaming"
@@ -103,6 +105,10 @@ class ChatQuery(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="queries")
+    # Branches (chat/branches.py): a query follows its parent's answer (null for a first turn); siblings are the
+    # versions of one turn (regenerated or edited), and `selected` marks the one shown among them.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    selected = models.BooleanField(default=True, help_text="The version shown among its siblings")
     prompt = models.TextField()
     model = models.CharField(max_length=100)
     system_prompt = models.TextField(blank=True)
@@ -133,6 +139,7 @@ class ChatQuery(models.Model):
         return {
             "id": str(self.id),
             "chatId": str(self.chat_id),
+            "parentId": str(self.parent_id) if self.parent_id else None,
             "prompt": self.prompt,
             "model": self.model,
             "systemPrompt": self.system_prompt,
@@ -140,6 +147,7 @@ class ChatQuery(models.Model):
             "response": self.response,
             "status": self.status,
             "error": self.error,
+            # Keys starting with "_" are for the server only, never sent to clients.
             "metadata": {key: value for key, value in self.metadata.items() if not key.startswith("_")},
             "createdAt": self.created_at.isoformat(),
             "updatedAt": self.updated_at.isoformat(),

@@ -1,19 +1,35 @@
-"""The one turn pipeline: an async generator of events, consumed (through chat.generations) by every transport."""
+"""The one turn pipeline: an async generator of events, consumed (through chat.generations) by every transport.
+
+`run_turn` reads as its steps: load the chat, (the quota was reserved by begin_turn), the history (`history_for`:
+the stored branch, or the client's conversation), web search and files (chat.grounding: each step yields what it
+found), the messages built once from those (`TurnMessages`, summarising old turns when too long), the stream with
+its fallback chain, the answer persisted as it grows, the charge settled (billing.charges), complete."""
 
 import asyncio
 import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 
-from billing import ledger, quota
+from billing import charges
+from billing.charges import Charge
 from chat import events
 from chat.assist import BilledTo, name_chat, summarise, utility_model
-from chat.grounding import FileCharges, Grounding, ingest_files, save_sources, search_the_files, search_the_web
+from chat.branches import history_before
+from chat.grounding import (
+    FileHits,
+    Grounding,
+    WebFindings,
+    ingest_files,
+    save_sources,
+    search_the_files,
+    search_the_web,
+)
 from chat.images import image_urls, store_image
 from chat.models import AIModel, Chat, ChatQuery
 from chat.providers import ProviderError, get_provider, unavailable_reason
@@ -105,17 +121,21 @@ async def until_stopped(items: AsyncIterator, stop: asyncio.Event) -> AsyncItera
         await items.aclose()
 
 
-async def load_history(query: ChatQuery, after=None) -> list[tuple[dict, dict]]:
-    """Earlier turns of the chat that have an answer (after `after`, the end of the stored summary), oldest first."""
-    earlier = ChatQuery.objects.filter(chat_id=query.chat_id, created_at__lt=query.created_at).exclude(response="")
-    if after is not None:
-        earlier = earlier.filter(created_at__gt=after)
+async def load_history(query: ChatQuery, summary_until=None) -> tuple[list[tuple[dict, dict]], bool]:
+    """The turns of the branch on screen before `query` (its first turn down to `query`'s parent, never another
+    version or branch) that have an answer, oldest first; and whether the stored summary (up to the turn created
+    at `summary_until`) applies. It does when that turn is on this branch: then only the turns after it are
+    returned. A summary made on another branch does not, and every turn of this branch is returned."""
+    branch = await history_before(query)
+    covered = next((i + 1 for i, past in enumerate(branch) if past.created_at == summary_until), None)
     history = []
-    async for past in earlier.order_by("created_at").only("prompt", "response", "created_at"):
+    for past in branch[covered or 0 :]:
+        if not past.response:
+            continue
         history.append(({"role": "user", "content": past.prompt}, {"role": "assistant", "content": past.response}))
         # Kept beside the message (and stripped before sending) so a summary can say up to when it covers.
         history[-1][0]["at"] = past.created_at
-    return history
+    return history, summary_until is None or covered is not None
 
 
 def summary_exchange(summary: str) -> list[dict]:
@@ -144,203 +164,329 @@ async def fallback_candidates(requested: AIModel) -> list[AIModel]:
     return candidates
 
 
-class _BuildContext:
-    """Messages for one model: system prompt, grounding (file excerpts, web results), stored summary, the newest
-    turns that fit, the new prompt.
+@dataclass(frozen=True)
+class History:
+    """The conversation before the prompt, as the answer will see it.
 
-    Grounding comes before history: older turns leave the window first. When they no longer fit the requested
-    model, they are folded into the chat's stored summary once (by a cheap model), so later turns reuse it instead
-    of summarising again."""
+    `turns` are a stored chat's answered turns after its summary, oldest first: when they do not fit the model's
+    window the oldest leave first, folded into `summary` when a cheap model can write one (stored on `chat`, so
+    later turns reuse it instead of summarising again). `fixed` are messages sent whole and never shortened: the
+    conversation a client sent itself (check_turn refused it if it could not fit)."""
 
-    def __init__(self, query: ChatQuery):
-        self.query = query
-        self.chat: Chat = query.chat
-        self.system = [{"role": "system", "content": query.system_prompt}] if query.system_prompt else []
-        self.current = {"role": "user", "content": query.prompt}
-        self.grounding = Grounding(query.chat_id)
-        self.turns: list[tuple[dict, dict]] = []
+    turns: tuple[tuple[dict, dict], ...] = ()
+    summary: str = ""
+    fixed: tuple[dict, ...] = ()
+    chat: Chat | None = None  # where a summary of the oldest turns is stored
 
-    async def load(self):
-        self.turns = await load_history(self.query, self.chat.summary_until)
+    def head(self) -> list[dict]:
+        """What always goes before the turns: the summary exchange and the fixed messages."""
+        return summary_exchange(self.summary) + list(self.fixed)
+
+    def messages(self) -> list[dict]:
+        """Every message of it, oldest first, role and content only (what the web search's query writer reads)."""
+        return _wire([*self.fixed, *(message for turn in self.turns for message in turn)])
+
+
+async def history_for(query: ChatQuery, turn: PreparedTurn) -> History:
+    """The history step, and the one place that decides where a turn's history comes from: the conversation the
+    client sent (TurnRequest.conversation: the OpenAI-compatible API), or else the stored chat's branch up to the
+    query (load_history)."""
+    if turn.request.conversation is not None:
+        return History(fixed=tuple(_wire(turn.request.conversation)))
+    chat = query.chat
+    turns, summary_applies = await load_history(query, chat.summary_until)
+    # A summary made on another branch is left out here; should this branch be too long, it is summarised afresh
+    # (fold_into_summary), and that summary replaces the other.
+    return History(tuple(turns), chat.summary if summary_applies else "", chat=chat)
+
+
+@dataclass(frozen=True)
+class TurnMessages:
+    """What a turn's messages are made of, assembled once: the system prompt, the grounding (file excerpts, web
+    results), the history, the new prompt. `for_budget` lays them out for one model's window.
+
+    Grounding comes before history: older turns leave the window first."""
+
+    system: tuple[dict, ...]
+    grounding: Grounding
+    history: History
+    current: dict
+
+    @classmethod
+    def of(cls, query: ChatQuery, history: History, grounding: Grounding) -> "TurnMessages":
+        system = ({"role": "system", "content": query.system_prompt},) if query.system_prompt else ()
+        return cls(system, grounding, history, {"role": "user", "content": query.prompt})
 
     def grounding_room(self, budget: int) -> int:
-        """Tokens the grounding may take in `budget`: all but the system prompt, the summary and the prompt."""
-        fixed = self.system + summary_exchange(self.chat.summary) + [self.current]
+        """Tokens the grounding may take in `budget`: all but the system prompt, the history's head and the prompt."""
+        fixed = [*self.system, *self.history.head(), self.current]
         return budget - sum(map(estimate_message_tokens, fixed))
 
+    def room_for_files(self, budget: int) -> int:
+        """What is left for file excerpts once the web results have their place."""
+        return self.grounding_room(budget) - self.grounding.tokens()
+
+    def with_hits(self, hits: list) -> "TurnMessages":
+        return replace(self, grounding=replace(self.grounding, hits=list(hits)))
+
+    def fitted(self, budget: int) -> "TurnMessages":
+        """The same, its grounding shortened to what `budget` leaves it (the sources then shown are these)."""
+        return replace(self, grounding=self.grounding.fitted(self.grounding_room(budget)))
+
     def for_budget(self, budget: int) -> tuple[list[dict], int]:
+        """The messages for a window of `budget` tokens, and how many of the oldest turns were left out."""
         grounding = self.grounding.fitted(self.grounding_room(budget))
-        head = self.system + grounding.messages() + summary_exchange(self.chat.summary)
-        return fit_history(head, self.turns, self.current, budget)
-
-    async def fold_into_summary(self, dropped: int) -> None:
-        model = await utility_model(settings.UTILITY_MODELS)
-        if model is None:
-            raise ProviderError("no summarising model is available")
-        old, self.turns = self.turns[:dropped], self.turns[dropped:]
-        summary = await summarise(model, self.chat.summary, old, BilledTo(self.chat.owner_id, self.query.pk))
-        until = old[-1][0]["at"]
-        await Chat.objects.filter(pk=self.chat.pk).aupdate(summary=summary, summary_until=until)
-        self.chat.summary, self.chat.summary_until = summary, until
+        head = [*self.system, *grounding.messages(), *self.history.head()]
+        return fit_history(head, list(self.history.turns), self.current, budget)
 
 
-class _Settlement:
-    """Settles the turn's quota reservation once: charged to the ledger when anything was produced, returned
-    to the user when nothing was (the provider failed, or the user stopped before the first token)."""
+def grounding_of(query: ChatQuery, web: WebFindings | None, files: FileHits | None) -> Grounding:
+    grounding = Grounding(query.chat_id)
+    if web is not None:
+        grounding = replace(grounding, web=list(web.results), web_query=web.query)
+    if files is not None:
+        grounding = replace(grounding, hits=list(files.hits))
+    return grounding
 
-    def __init__(self, query: ChatQuery, reservation):
-        self.query = query
-        self.reservation = reservation
-        self.done = False
 
-    async def __call__(self, writer: ResponseWriter, model: AIModel, usage: Usage | None) -> None:
-        if self.done:
-            return
-        self.done = True
-        if not writer.parts:
-            if self.reservation is not None:
-                await sync_to_async(quota.release)(self.reservation)
-            return
-        await sync_to_async(ledger.record)(
-            self.query.chat.owner_id,
-            "image" if model.category == AIModel.Category.IMAGE else "chat",
-            chat_query_id=self.query.pk,
-            model=model,
+async def fold_into_summary(messages: TurnMessages, dropped: int, billed_to: BilledTo) -> TurnMessages:
+    """The same messages with the `dropped` oldest turns folded into the history's summary by a cheap model, and
+    that summary stored on the chat; raises ProviderError when no summary could be written."""
+    history = messages.history
+    if history.chat is None or not dropped:
+        raise ProviderError("this conversation cannot be summarised")
+    model = await utility_model(settings.UTILITY_MODELS)
+    if model is None:
+        raise ProviderError("no summarising model is available")
+    old, kept = history.turns[:dropped], history.turns[dropped:]
+    summary = await summarise(model, history.summary, list(old), billed_to)
+    until = old[-1][0]["at"]
+    await Chat.objects.filter(pk=history.chat.pk).aupdate(summary=summary, summary_until=until)
+    history.chat.summary, history.chat.summary_until = summary, until
+    return replace(messages, history=replace(history, turns=kept, summary=summary))
+
+
+async def fit_to_window(query: ChatQuery, messages: TurnMessages, budget: int) -> AsyncIterator[dict | TurnMessages]:
+    """The build step's last part: when the history does not fit the requested model, summarise its oldest turns
+    (or, when that fails, leave them out). Yields status events, then the messages to answer from."""
+    _, dropped = messages.for_budget(budget)
+    if dropped:
+        yield events.status("Summarising the earlier conversation…")
+        try:
+            messages = await fold_into_summary(messages, dropped, BilledTo(query.chat.owner_id, query.pk))
+        except ProviderError as exc:
+            yield events.status(f"Could not summarise the earlier conversation ({exc}); leaving its oldest part out.")
+    yield messages
+
+
+@dataclass
+class TurnProgress:
+    """What the turn has done so far, kept for its end however it ends: the answer saved, the charge settled
+    once, the metrics and the log line."""
+
+    writer: ResponseWriter
+    model: AIModel  # the model answering: the requested one, or a fallback once the chain moved on
+    charge: Charge | None
+    started: float = field(default_factory=time.monotonic)
+    usage: Usage | None = None
+    first_token_at: float | None = None
+    outcome: str = ChatQuery.Status.ERROR
+    failures: list[dict] = field(default_factory=list)
+    settled: bool = False
+
+
+async def settle_usage(progress: TurnProgress) -> None:
+    """Settle the turn's charge once (billing.charges.do_settle_turn: charged with the provider's usage when
+    anything was produced, given back when nothing was)."""
+    if progress.settled:
+        return
+    progress.settled = True
+    if progress.charge is not None:
+        usage = progress.usage
+        await sync_to_async(charges.do_settle_turn)(
+            progress.charge,
+            produced=bool(progress.writer.parts),
+            model=progress.model,
             input_tokens=usage.input_tokens if usage else 0,
             output_tokens=usage.output_tokens if usage else 0,
         )
 
 
-async def run_turn(query: ChatQuery, turn: PreparedTurn, stop: asyncio.Event, reservation=None) -> AsyncIterator[dict]:
-    """One user turn, from loading the chat to the saved answer. Never raises: failures become `error` events."""
-    started = time.monotonic()
-    model = turn.ai_model
-    writer = ResponseWriter(query.id)
-    settle = _Settlement(query, reservation)
-    usage: Usage | None = None
-    first_token_at: float | None = None
-    outcome = ChatQuery.Status.ERROR
-    failures: list[dict] = []
-    file_charges = FileCharges(turn.files)
+async def answer_with_image(query: ChatQuery, progress: TurnProgress) -> AsyncIterator[dict]:
+    """An image model's turn: generate, store, save, settle, complete."""
+    yield events.status("Generating image…")
+    text, images = await _generate_image(query, progress.model)
+    progress.writer.append(text)
+    yield events.content(text)
+    saved = await progress.writer.finish(ChatQuery.Status.COMPLETE, answered_by=progress.model, images=images)
+    progress.outcome = ChatQuery.Status.COMPLETE
+    await settle_usage(progress)
+    yield events.complete(saved, None)
+
+
+async def stream_with_fallback(
+    turn: PreparedTurn, messages: TurnMessages, stop: asyncio.Event, progress: TurnProgress
+) -> AsyncIterator[dict]:
+    """Stream the answer from the requested model, falling back along the configured chain when a provider fails
+    before its first token; raises the last ProviderError when every candidate failed."""
+    candidates = await fallback_candidates(turn.ai_model)
+    for position, candidate in enumerate(candidates):
+        progress.model = candidate
+        if candidate is turn.ai_model:
+            max_tokens, budget = turn.max_tokens, turn.context_budget
+        else:
+            _, max_tokens, budget = token_budget(candidate)
+            if turn.request.max_tokens is not None:
+                max_tokens = min(max_tokens, turn.request.max_tokens)
+        yield events.status("Generating…")
+        wire, _ = messages.for_budget(budget)
+        try:
+            async for event in stream_answer(candidate, wire, max_tokens, turn, stop, progress):
+                yield event
+            return
+        except ProviderError as exc:
+            # After the first token a fallback would splice two models' text into one answer: never.
+            if progress.writer.parts or position == len(candidates) - 1:
+                raise
+            metrics.record_fallback(candidate.provider)
+            progress.failures.append({"model": candidate.name, "provider": candidate.provider, "error": str(exc)})
+            following = candidates[position + 1]
+            logger.warning(
+                "provider failed; falling back",
+                extra={"model": candidate.name, "provider": candidate.provider, "fallback": following.name},
+            )
+            # Provider messages end with their own period ("try again shortly."): one, not two.
+            yield events.status(f"{candidate.name} failed: {str(exc).rstrip('.')}. Answering with {following.name}.")
+
+
+async def stream_answer(
+    model: AIModel, messages: list[dict], max_tokens: int, turn: PreparedTurn, stop: asyncio.Event, progress
+) -> AsyncIterator[dict]:
+    """One model's streamed answer, persisted as it grows, until it ends or the user stops it."""
+    provider = get_provider(model.provider)
+    if provider is None:
+        raise ProviderError(f"no provider is configured for {model.name}")
+    stream = provider.stream(model.full_name, _wire(messages), max_tokens=max_tokens, sampling=turn.request.sampling)
+    async for item in until_stopped(stream, stop):
+        if isinstance(item, Delta):
+            if progress.first_token_at is None:
+                progress.first_token_at = time.monotonic()
+            progress.writer.append(item.text)
+            yield events.content(item.text)
+            await progress.writer.maybe_flush()
+        elif isinstance(item, Usage):
+            progress.usage = item
+        elif isinstance(item, Waiting):
+            yield events.status(item.message)
+
+
+async def run_turn(
+    query: ChatQuery, turn: PreparedTurn, stop: asyncio.Event, charge: Charge | None = None
+) -> AsyncIterator[dict]:
+    """One user turn, from loading the chat to the saved answer, step by step as ARCHITECTURE.md lists them.
+
+    The chat was loaded or created and the quota reserved (`charge`, with the files' charges on `turn.files`) by
+    chat.generations.begin_turn, before this query row existed. Never raises: failures become `error` events."""
+    progress = TurnProgress(ResponseWriter(query.id), turn.ai_model, charge)
     try:
         yield events.status("Loading chat…")
         yield events.metadata(query)
-        context = _BuildContext(query)
-        answers_in_text = model.category != AIModel.Category.IMAGE
-        if answers_in_text:
-            await context.load()
-            if query.web_search:
-                async for event in search_the_web(query, context):
-                    yield event
-        # Files are read for image turns too: they stay in the chat for the questions that follow.
-        async for event in ingest_files(query, turn.files, file_charges, stop):
-            yield event
-        if not answers_in_text:
-            yield events.status("Generating image…")
-            text, images = await _generate_image(query, model)
-            writer.append(text)
-            yield events.content(text)
-            saved = await writer.finish(ChatQuery.Status.COMPLETE, answered_by=model, images=images)
-            outcome = ChatQuery.Status.COMPLETE
-            await settle(writer, model, None)
-            yield events.complete(saved, None)
+        if turn.ai_model.category == AIModel.Category.IMAGE:
+            # Files are read for image turns too: they stay in the chat for the questions that follow.
+            async for event in ingest_files(query, turn.files, stop):
+                yield event
+            async for event in answer_with_image(query, progress):
+                yield event
             return
-        async for event in search_the_files(query, context, turn.context_budget):
+
+        history = await history_for(query, turn)
+
+        web = None
+        if query.web_search:
+            async for item in search_the_web(query, history.messages()):
+                if isinstance(item, WebFindings):
+                    web = item
+                else:
+                    yield item
+
+        async for event in ingest_files(query, turn.files, stop):
             yield event
-        context.grounding = context.grounding.fitted(context.grounding_room(turn.context_budget))
-        sources = context.grounding.sources()
+        messages = TurnMessages.of(query, history, grounding_of(query, web, None))
+        async for item in search_the_files(query, messages.room_for_files(turn.context_budget)):
+            if isinstance(item, FileHits):
+                messages = messages.with_hits(item.hits)
+            else:
+                yield item
+
+        messages = messages.fitted(turn.context_budget)
+        sources = messages.grounding.sources()
         if sources:
             await save_sources(query.id, sources)
             yield events.sources(sources)
-        messages, dropped = context.for_budget(turn.context_budget)
-        if dropped:
-            yield events.status("Summarising the earlier conversation…")
-            try:
-                await context.fold_into_summary(dropped)
-                messages, _ = context.for_budget(turn.context_budget)
-            except ProviderError as exc:
-                yield events.status(
-                    f"Could not summarise the earlier conversation ({exc}); leaving its oldest part out."
-                )
-
-        candidates = await fallback_candidates(model)
-        for position, candidate in enumerate(candidates):
-            model = candidate
-            provider = get_provider(candidate.provider)
-            if candidate is not turn.ai_model:
-                _, max_tokens, budget = token_budget(candidate)
-                messages, _ = context.for_budget(budget)
+        async for item in fit_to_window(query, messages, turn.context_budget):
+            if isinstance(item, TurnMessages):
+                messages = item
             else:
-                max_tokens = turn.max_tokens
-            yield events.status("Generating…")
-            try:
-                if provider is None:
-                    raise ProviderError(f"no provider is configured for {candidate.name}")
-                stream = provider.stream(candidate.full_name, _wire(messages), max_tokens=max_tokens)
-                async for item in until_stopped(stream, stop):
-                    if isinstance(item, Delta):
-                        if first_token_at is None:
-                            first_token_at = time.monotonic()
-                        writer.append(item.text)
-                        yield events.content(item.text)
-                        await writer.maybe_flush()
-                    elif isinstance(item, Usage):
-                        usage = item
-                    elif isinstance(item, Waiting):
-                        yield events.status(item.message)
-                break
-            except ProviderError as exc:
-                # After the first token a fallback would splice two models' text into one answer: never.
-                if writer.parts or position == len(candidates) - 1:
-                    raise
-                metrics.record_fallback(candidate.provider)
-                failures.append({"model": candidate.name, "provider": candidate.provider, "error": str(exc)})
-                following = candidates[position + 1]
-                logger.warning(
-                    "provider failed; falling back",
-                    extra={"model": candidate.name, "provider": candidate.provider, "fallback": following.name},
-                )
-                yield events.status(f"{candidate.name} failed: {exc}. Answering with {following.name}.")
+                yield item
 
-        outcome = ChatQuery.Status.STOPPED if stop.is_set() else ChatQuery.Status.COMPLETE
-        saved = await writer.finish(outcome, usage=usage, answered_by=model, failures=failures)
-        await settle(writer, model, usage)
+        async for event in stream_with_fallback(turn, messages, stop, progress):
+            yield event
+
+        progress.outcome = ChatQuery.Status.STOPPED if stop.is_set() else ChatQuery.Status.COMPLETE
+        saved = await progress.writer.finish(
+            progress.outcome, usage=progress.usage, answered_by=progress.model, failures=progress.failures
+        )
+        await settle_usage(progress)
         yield events.complete(saved, saved["metadata"].get("usage"))
-        if settings.CHAT_NAMING and outcome == ChatQuery.Status.COMPLETE:
-            _name_first_turn(query, writer.text)
+        if settings.CHAT_NAMING and progress.outcome == ChatQuery.Status.COMPLETE and not query.chat.unlisted:
+            _name_first_turn(query, progress.writer.text)
     except ProviderError as exc:
-        metrics.PROVIDER_ERRORS.labels(model.provider).inc()
-        await writer.finish(ChatQuery.Status.ERROR, error=str(exc), usage=usage, answered_by=model, failures=failures)
-        await settle(writer, model, usage)
+        metrics.PROVIDER_ERRORS.labels(progress.model.provider).inc()
+        await progress.writer.finish(
+            ChatQuery.Status.ERROR,
+            error=str(exc),
+            usage=progress.usage,
+            answered_by=progress.model,
+            failures=progress.failures,
+        )
+        await settle_usage(progress)
         yield events.error(str(exc), "provider_error", query.id)
     except Exception:
         logger.exception("turn failed", extra={"query_id": str(query.id)})
         message = "Something went wrong while answering; the partial answer was kept."
-        await writer.finish(ChatQuery.Status.ERROR, error=message, usage=usage)
-        await settle(writer, model, usage)
+        await progress.writer.finish(ChatQuery.Status.ERROR, error=message, usage=progress.usage)
+        await settle_usage(progress)
         yield events.error(message, "internal_error", query.id)
     finally:
-        if not settle.done:
+        if not progress.settled:
             # Cancelled before any of the above: end the row here, or a sweeper would settle the same turn again.
-            await writer.finish(ChatQuery.Status.STOPPED, usage=usage, answered_by=model)
-            await settle(writer, model, usage)
-        await file_charges.release_the_rest()
+            await progress.writer.finish(ChatQuery.Status.STOPPED, usage=progress.usage, answered_by=progress.model)
+            await settle_usage(progress)
+        # The files' charges the turn never reached (it stopped or failed first); those settled stay so.
+        await sync_to_async(charges.do_release_all)([file.charge for file in turn.files])
         await cache.adelete(public_chat_cache_key(query.chat_id))
-        metrics.record_turn(model, outcome, first_token_at and first_token_at - started, usage, len(writer.parts))
-        logger.info(
-            "turn",
-            extra={
-                "query_id": str(query.id),
-                "model": model.name,
-                "provider": model.provider,
-                "outcome": outcome,
-                "fallbacks": len(failures),
-                "input_tokens": usage.input_tokens if usage else None,
-                "output_tokens": usage.output_tokens if usage else None,
-                "first_token_ms": round((first_token_at - started) * 1000) if first_token_at else None,
-                "duration_ms": round((time.monotonic() - started) * 1000),
-            },
-        )
+        _log_turn(query, progress)
+
+
+def _log_turn(query: ChatQuery, progress: TurnProgress) -> None:
+    model, usage, first_token_at, started = progress.model, progress.usage, progress.first_token_at, progress.started
+    metrics.record_turn(
+        model, progress.outcome, first_token_at and first_token_at - started, usage, len(progress.writer.parts)
+    )
+    logger.info(
+        "turn",
+        extra={
+            "query_id": str(query.id),
+            "model": model.name,
+            "provider": model.provider,
+            "outcome": progress.outcome,
+            "fallbacks": len(progress.failures),
+            "input_tokens": usage.input_tokens if usage else None,
+            "output_tokens": usage.output_tokens if usage else None,
+            "first_token_ms": round((first_token_at - started) * 1000) if first_token_at else None,
+            "duration_ms": round((time.monotonic() - started) * 1000),
+        },
+    )
 
 
 async def _generate_image(query: ChatQuery, model: AIModel) -> tuple[str, list[dict]]:

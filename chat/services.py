@@ -11,14 +11,16 @@ from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 
-from billing import quota
-from billing.quota import is_subscriber
+from billing import charges
+from billing.charges import Charge, is_subscriber
+from chat import branches
 from chat.catalog import default_model_name, sync_self_hosted_models
-from chat.models import RESERVATION_KEY, AIModel, Chat, ChatQuery
+from chat.models import AIModel, Chat, ChatQuery
 from chat.providers import unavailable_reason
-from core import metrics
+from chat.providers.base import DEFAULT_SAMPLING, Sampling
 from core.tokens import answer_budget, estimate_message_tokens
 from rag.files import check_uploads, format_bytes
 from rag.models import Document
@@ -37,10 +39,26 @@ class ChatError(Exception):
         self.status = status
 
 
+def check_encodable(value, what: str) -> None:
+    """Refuse text that is not valid Unicode: a lone surrogate ("\\ud800", which JSON can carry) cannot be encoded
+    as UTF-8, so neither the database, the token estimate nor any provider could take it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ChatError(f"The {what} contains invalid characters.", code="invalid_characters") from None
+
+
 class ChatNotFound(ChatError):
     def __init__(self):
         # Someone else's chat is "not found", never "forbidden", so ids cannot be probed.
         super().__init__("Chat not found.", code="not_found", status=404)
+
+
+class AnswerNotFound(ChatError):
+    def __init__(self):
+        # Like chats: someone else's query, or one of another chat, is "not found".
+        super().__init__("Answer not found.", code="not_found", status=404)
 
 
 @dataclass(frozen=True)
@@ -51,14 +69,25 @@ class TurnRequest:
     web_search: bool = False
     chat_id: uuid.UUID | None = None
     attachment_ids: tuple[str, ...] = ()  # files staged through the web UI (do_stage_attachments)
+    # Set by the OpenAI-compatible API (chat/openai_api.py), which sends the whole conversation each time:
+    # the client's earlier user/assistant messages, oldest first ({"role", "content"}). When set they replace
+    # the chat's stored history; the client's system messages arrive joined as `system_prompt`.
+    conversation: tuple[dict, ...] | None = None
+    max_tokens: int | None = None  # the client's cap on the answer; never above the model's own budget
+    sampling: Sampling = DEFAULT_SAMPLING
+    unlisted: bool = False  # the chat is never listed and is deleted once the turn ends (OpenAI `store: false`)
+    end_user: str = ""  # the client's `user`: who, on their side, asked (kept in the query's metadata)
+    # Regenerate or edit (chat/branches.py): the new query is another version of this one's turn (same parent).
+    # A regenerate has no prompt of its own (it asks that query's prompt again); an edit brings the new prompt.
+    version_of: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
 class TurnFile:
-    """A file the turn ingests, with the file-RAG quota it holds (None when the chat already has this file)."""
+    """A file the turn ingests, with the file-RAG charge it holds (None when the chat already has this file)."""
 
     upload: Upload
-    reservation: quota.Reservation | None = None
+    charge: Charge | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +98,7 @@ class PreparedTurn:
     max_tokens: int
     context_budget: int
     files: tuple[TurnFile, ...] = ()
+    version_of: ChatQuery | None = None  # the query this turn is another version of (regenerate or edit)
 
 
 def _parse_bool(value, field: str) -> bool:
@@ -81,11 +111,20 @@ def _parse_bool(value, field: str) -> bool:
     raise ChatError(f"{field} must be true or false.", code="invalid_field")
 
 
-def parse_chat_id(value) -> uuid.UUID:
+def parse_id(value, not_found: type[ChatError]) -> uuid.UUID:
+    """A chat's or query's id; what is not an id at all is as not found as an id nobody has (`not_found`)."""
     try:
         return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
     except (ValueError, TypeError, AttributeError):
-        raise ChatNotFound() from None
+        raise not_found() from None
+
+
+def parse_chat_id(value) -> uuid.UUID:
+    return parse_id(value, ChatNotFound)
+
+
+def parse_query_id(value) -> uuid.UUID:
+    return parse_id(value, AnswerNotFound)
 
 
 def parse_turn_request(data, chat_id=None) -> TurnRequest:
@@ -93,9 +132,12 @@ def parse_turn_request(data, chat_id=None) -> TurnRequest:
     if not isinstance(data, dict):
         raise ChatError("The request body must be a JSON object.", code="invalid_body")
     prompt = data.get("prompt")
-    if not isinstance(prompt, str):
+    version_of = _parse_version_of(data)
+    if version_of is not None and "editOf" not in data:
+        prompt = ""  # a regenerate asks its query's prompt again (check_turn fills it in)
+    elif not isinstance(prompt, str):
         raise ChatError("prompt is required and must be text.", code="empty_prompt")
-    if not prompt.strip():
+    elif not prompt.strip():
         raise ChatError("The prompt is empty.", code="empty_prompt")
     if len(prompt) > settings.MAX_PROMPT_CHARS:
         raise ChatError(
@@ -117,7 +159,19 @@ def parse_turn_request(data, chat_id=None) -> TurnRequest:
         web_search=_parse_bool(data.get("webSearch", data.get("web_search")), "webSearch"),
         chat_id=parse_chat_id(raw_chat_id) if raw_chat_id else None,
         attachment_ids=_parse_attachment_ids(data.get("attachments")),
+        version_of=version_of,
     )
+
+
+def _parse_version_of(data: dict) -> uuid.UUID | None:
+    """`regenerateOf` (a query id: ask its prompt again) or `editOf` (a query id, with the new `prompt`)."""
+    regenerate_of, edit_of = data.get("regenerateOf"), data.get("editOf")
+    if regenerate_of and edit_of:
+        raise ChatError("Send regenerateOf or editOf, not both.", code="invalid_field")
+    if "regenerateOf" in data and "prompt" in data:
+        raise ChatError("A regenerate asks the same prompt again: to change it, send editOf.", code="invalid_field")
+    value = regenerate_of or edit_of
+    return parse_query_id(value) if value or "regenerateOf" in data or "editOf" in data else None
 
 
 def _parse_attachment_ids(value) -> tuple[str, ...]:
@@ -165,6 +219,12 @@ def token_budget(model: AIModel) -> tuple[int, int, int]:
 def check_turn(user, request: TurnRequest, files: list[tuple[str, bytes]] = ()) -> PreparedTurn:
     """Everything that can refuse a turn, before any quota is charged: the chat, the model, the prompt's size,
     and the files (sent with the request, or staged earlier as attachments)."""
+    for value, what in ((request.prompt, "prompt"), (request.system_prompt, "system prompt"), (request.model, "model")):
+        check_encodable(value, what)
+    version_of = None
+    if request.version_of is not None:
+        version_of = check_version_of(user, request.version_of, request.chat_id)
+        request = replace(request, chat_id=version_of.chat_id, prompt=request.prompt or version_of.prompt)
     chat = get_owned_chat(user, request.chat_id) if request.chat_id else None
     model = check_model(request.model or (chat.model if chat else None) or default_model_name())
     if model.pro and not is_subscriber(user):
@@ -174,10 +234,15 @@ def check_turn(user, request: TurnRequest, files: list[tuple[str, bytes]] = ()) 
             status=403,
         )
     limit, max_tokens, budget = token_budget(model)
+    if request.max_tokens is not None:
+        max_tokens = min(max_tokens, request.max_tokens)
     system_prompt = request.system_prompt if request.system_prompt is not None else (chat.system_prompt if chat else "")
     needed = estimate_message_tokens({"content": request.prompt}) + (
         estimate_message_tokens({"content": system_prompt}) if system_prompt else 0
     )
+    if request.conversation is not None:
+        # A client's conversation is sent whole or refused: it is not ours to summarise or shorten.
+        needed += sum(map(estimate_message_tokens, request.conversation))
     if needed > budget:
         raise ChatError(
             f"The prompt is about {needed} tokens; {model.name} accepts at most {budget} "
@@ -193,7 +258,22 @@ def check_turn(user, request: TurnRequest, files: list[tuple[str, bytes]] = ()) 
         max_tokens=max_tokens,
         context_budget=budget,
         files=tuple(TurnFile(upload) for upload in uploads),
+        version_of=version_of,
     )
+
+
+def check_version_of(user, query_id, chat_id=None) -> ChatQuery:
+    """The query a regenerate or edit makes another version of: the user's, in `chat_id` when given, and done."""
+    query = get_owned_query(user, query_id)
+    if chat_id is not None and query.chat_id != chat_id:
+        raise AnswerNotFound()
+    if query.is_streaming:
+        raise ChatError(
+            "This answer is still being written: stop it (or wait for it to finish) before regenerating or editing.",
+            code="still_streaming",
+            status=409,
+        )
+    return query
 
 
 def check_turn_files(user, files: list[tuple[str, bytes]]) -> list[Upload]:
@@ -201,7 +281,7 @@ def check_turn_files(user, files: list[tuple[str, bytes]]) -> list[Upload]:
     if not files:
         return []
     try:
-        uploads = check_uploads(list(files), quota.limits_for(user)["files_per_request"])
+        uploads = check_uploads(list(files), charges.limits_for(user)["files_per_request"])
     except FileRejected as exc:
         raise ChatError(exc.message, code=exc.code, status=exc.status) from None
     unique: dict[str, Upload] = {}
@@ -210,41 +290,26 @@ def check_turn_files(user, files: list[tuple[str, bytes]]) -> list[Upload]:
     return list(unique.values())
 
 
-def _refuse_quota(exc: quota.QuotaExceeded) -> ChatError:
-    metrics.QUOTA_REFUSALS.labels(exc.kind).inc()
-    return ChatError(str(exc), code="quota_exceeded", status=429)
-
-
-def do_reserve_turn(user, turn: PreparedTurn) -> tuple[quota.Reservation, PreparedTurn]:
+def do_reserve_turn(user, turn: PreparedTurn) -> tuple[Charge, PreparedTurn]:
     """Charge the turn's quota: one generation, and one file use per file the chat does not have yet.
 
-    All or nothing: when any reservation is refused (429), those already taken are returned."""
+    All or nothing: when any unit is refused (429), none is taken."""
     kind = "image" if turn.ai_model.category == AIModel.Category.IMAGE else "chat"
-    taken: list[quota.Reservation] = []
+    known = _files_already_in_chat(turn.chat, [file.upload for file in turn.files])
+    # The same file in the same chat is processed once, so it is charged once.
+    new_files = [file for file in turn.files if file.upload.sha256 not in known]
     try:
-        reservation = quota.reserve(user, kind)
-        taken.append(reservation)
-        known = _files_already_in_chat(turn.chat, [file.upload for file in turn.files])
-        files = []
-        for file in turn.files:
-            # The same file in the same chat is processed once, so it is charged once.
-            file_reservation = None if file.upload.sha256 in known else quota.reserve(user, "file_rag")
-            if file_reservation is not None:
-                taken.append(file_reservation)
-            files.append(TurnFile(file.upload, file_reservation))
-    except quota.QuotaExceeded as exc:
-        for done in taken:
-            quota.release(done)
-        raise _refuse_quota(exc) from None
-    return reservation, replace(turn, files=tuple(files))
+        generation, *file_charges = charges.do_reserve(user, [kind] + ["file_rag"] * len(new_files))
+    except charges.QuotaExceeded as exc:
+        raise ChatError(str(exc), code="quota_exceeded", status=429) from None
+    charged = dict(zip((file.upload.sha256 for file in new_files), file_charges, strict=True))
+    files = tuple(TurnFile(file.upload, charged.get(file.upload.sha256)) for file in turn.files)
+    return generation, replace(turn, files=files)
 
 
-def do_release_turn(reservation: quota.Reservation, turn: PreparedTurn) -> None:
+def do_release_turn(charge: Charge, turn: PreparedTurn) -> None:
     """Return everything do_reserve_turn charged (the turn could not start)."""
-    quota.release(reservation)
-    for file in turn.files:
-        if file.reservation is not None:
-            quota.release(file.reservation)
+    charges.do_release_all([charge, *(file.charge for file in turn.files)])
 
 
 def _files_already_in_chat(chat: Chat | None, uploads: list[Upload]) -> set[str]:
@@ -263,11 +328,11 @@ def title_from_prompt(prompt: str) -> str:
 
 
 @transaction.atomic
-def do_start_turn(user, turn: PreparedTurn, reservation: quota.Reservation | None = None) -> ChatQuery:
+def do_start_turn(user, turn: PreparedTurn, charge: Charge | None = None) -> ChatQuery:
     """Create the chat (for a first turn) and the query row, which exists from the very start of the turn.
 
-    The turn's quota reservation is noted on the row (a private metadata key), so that whoever settles the turn
-    when its instance died can still charge or return it (chat.generations.settle_orphan)."""
+    The turn's charges are assigned to the row, so that whoever settles the turn when its instance died can still
+    charge or return them (chat.generations.settle_orphan)."""
     request = turn.request
     chat = turn.chat
     if chat is None:
@@ -279,22 +344,34 @@ def do_start_turn(user, turn: PreparedTurn, reservation: quota.Reservation | Non
             model=turn.ai_model.name,
             system_prompt=request.system_prompt or "",
             web_search=request.web_search,
+            unlisted=request.unlisted,
         )
+        if request.conversation and not request.unlisted:
+            _save_client_conversation(chat, request.conversation)
     else:
         chat.model = turn.ai_model.name
         if request.system_prompt is not None:
             chat.system_prompt = request.system_prompt
         chat.web_search = request.web_search
         chat.save(update_fields=["model", "system_prompt", "web_search", "updated_at"])
+    # A new prompt follows the branch on screen; a regenerate or edit is another version of its query's turn.
+    tree = branches.chat_tree(chat.pk, branches.SHAPE_FIELDS) if turn.chat is not None or request.conversation else None
+    shown = tree.selected_branch() if tree else []
+    parent_id = turn.version_of.parent_id if turn.version_of is not None else (shown[-1].pk if shown else None)
     query = ChatQuery.objects.create(
         chat=chat,
+        parent_id=parent_id,
         prompt=request.prompt,
         model=turn.ai_model.name,
         system_prompt=chat.system_prompt,
         web_search=request.web_search,
         status=ChatQuery.Status.STREAMING,
-        metadata=_initial_metadata(turn, reservation),
+        metadata=_initial_metadata(turn),
     )
+    if tree is not None:
+        # The new query becomes the version shown, and so does every turn above it.
+        branches.select_path(chat.pk, [*(q.pk for q in tree.path_to(parent_id)), query.pk])
+    charges.do_assign_to_query([charge, *(file.charge for file in turn.files)], query.pk)
     invalidate_public_chat(chat.pk)
     if request.attachment_ids:
         # The turn holds the files' bytes now; the staged copies have served their purpose.
@@ -303,16 +380,38 @@ def do_start_turn(user, turn: PreparedTurn, reservation: quota.Reservation | Non
     return query
 
 
-def _initial_metadata(turn: PreparedTurn, reservation: quota.Reservation | None) -> dict:
+def _save_client_conversation(chat: Chat, conversation: tuple[dict, ...]) -> None:
+    """A stored chat shows the conversation the client sent before its last prompt, as answered turns: each
+    run of user messages becomes one prompt, the assistant messages after it its answer."""
+    exchanges: list[list[list[str]]] = []
+    for message in conversation:
+        side = 0 if message["role"] == "user" else 1
+        if not exchanges or (side == 0 and exchanges[-1][1]):
+            exchanges.append([[], []])
+        exchanges[-1][side].append(message["content"])
+    base = timezone.now() - dt.timedelta(seconds=1)
+    previous = None  # each exchange follows the one before it (one branch: chat/branches.py)
+    for position, (prompts, answers) in enumerate(exchanges):
+        query = previous = ChatQuery.objects.create(
+            chat=chat,
+            parent=previous,
+            prompt="\n\n".join(prompts),
+            model=chat.model,
+            system_prompt=chat.system_prompt,
+            response="\n\n".join(answers),
+            status=ChatQuery.Status.COMPLETE,
+            metadata={"fromClient": True},
+        )
+        # Ordered before the new turn (history is ordered by created_at, which auto_now_add sets to now).
+        ChatQuery.objects.filter(pk=query.pk).update(created_at=base + dt.timedelta(microseconds=position))
+
+
+def _initial_metadata(turn: PreparedTurn) -> dict:
     metadata = {}
+    if turn.request.end_user:
+        metadata["endUser"] = turn.request.end_user
     if turn.files:
         metadata["files"] = [_file_summary(file.upload) for file in turn.files]
-    if reservation is not None:
-        metadata[RESERVATION_KEY] = {
-            "periodId": reservation.period_id,
-            "kind": reservation.kind,
-            "amount": reservation.amount,
-        }
     return metadata
 
 
@@ -351,6 +450,7 @@ def do_set_bookmarked(user, chat_id, bookmarked: bool | None = None) -> Chat:
 def check_title(title) -> str:
     if not isinstance(title, str) or not title.strip():
         raise ChatError("The title is empty.", code="invalid_title")
+    check_encodable(title, "title")
     title = " ".join(title.split())
     if len(title) > 200:
         raise ChatError("Titles are at most 200 characters.", code="invalid_title")
@@ -387,13 +487,58 @@ def public_chat(chat_id) -> Chat:
 
 def get_owned_query(user, query_id) -> ChatQuery:
     try:
-        return ChatQuery.objects.select_related("chat").get(pk=parse_chat_id(query_id), chat__owner=user)
+        return ChatQuery.objects.select_related("chat").get(
+            pk=parse_query_id(query_id), chat__owner=user, chat__unlisted=False
+        )
     except ChatQuery.DoesNotExist:
-        raise ChatError("Answer not found.", code="not_found", status=404) from None
+        raise AnswerNotFound() from None
 
 
-def chat_history(chat: Chat):
-    return chat.queries.order_by("created_at")
+def chat_history(chat: Chat, leaf_id=None) -> list[ChatQuery]:
+    """The branch shown for the chat, first turn to last, each query with its `versions` (chat/branches.py);
+    with `leaf_id`, the branch ending at that query instead (one of the chat's, or "Answer not found.")."""
+    if leaf_id is None:
+        return branches.selected_branch(chat.pk)
+    branch = branches.branch_ending_at(chat.pk, parse_query_id(leaf_id))
+    if not branch:
+        raise AnswerNotFound()
+    return branch
+
+
+def chat_tree(chat: Chat) -> list[ChatQuery]:
+    """Every query of the chat, every version of every turn, oldest first."""
+    return chat.queries.order_by("created_at", "id")
+
+
+def get_chat_query(user, chat_id, query_id) -> ChatQuery:
+    """One of the user's queries, in that chat; anyone else's, or one of another chat, is "Answer not found."."""
+    chat = get_owned_chat(user, chat_id)
+    query = get_owned_query(user, parse_query_id(query_id))
+    if query.chat_id != chat.pk:
+        raise AnswerNotFound()
+    return query
+
+
+def query_on_branch(user, chat_id, query_id) -> ChatQuery:
+    """One of the user's queries in that chat, with its `versions` (chat/branches.py)."""
+    query = get_chat_query(user, chat_id, query_id)
+    query.versions = branches.chat_tree(query.chat_id, branches.SHAPE_FIELDS).versions_of(query)
+    return query
+
+
+def do_select_version(user, chat_id, query_id) -> tuple[list[ChatQuery], list[ChatQuery]]:
+    """Show `query_id`'s version of its turn (and the turns above it). Returns the turns no longer shown (the
+    version shown before at that turn, and the branch below it) and the branch now shown from that turn down (the
+    versions chosen below it are those last shown there), each query with its `versions`."""
+    query = get_chat_query(user, chat_id, query_id)
+    with transaction.atomic():
+        tree = branches.chat_tree(query.chat_id)
+        path = tree.path_to(query.pk)
+        hidden = tree.descend(tree.chosen_child(query.parent_id))
+        branches.select_path(query.chat_id, [q.pk for q in path])
+        invalidate_public_chat(query.chat_id)
+    shown = tree.annotate(tree.descend(tree.queries[query.pk]))
+    return hidden, shown
 
 
 def bookmarked_chats(user):
@@ -482,7 +627,7 @@ def do_stage_attachments(user, attachment_ids, new_files: list[tuple[str, bytes]
     staged = [attachment_id for attachment_id in attachment_ids if attachment_id in _stored_attachments(user)]
     existing = load_attachments(user, staged)
     try:
-        uploads = check_uploads([*existing, *new_files], quota.limits_for(user)["files_per_request"])
+        uploads = check_uploads([*existing, *new_files], charges.limits_for(user)["files_per_request"])
     except FileRejected as exc:
         raise ChatError(exc.message, code=exc.code, status=exc.status) from None
     ids = list(staged)
@@ -523,7 +668,8 @@ def get_owned_document(user, chat_id, document_id) -> Document:
 
 def document_url(chat_id, document_id, page: int | None = None) -> str:
     """The page that serves the original file to its owner; browsers' PDF viewers open #page=N at that page."""
-    return f"/chat/{chat_id}/documents/{document_id}/file" + (f"#page={page}" if page else "")
+    url = reverse("chat:document_file", kwargs={"chat_id": chat_id, "document_id": document_id})
+    return url + (f"#page={page}" if page else "")
 
 
 def document_as_dict(document: Document) -> dict:
@@ -539,7 +685,9 @@ def document_as_dict(document: Document) -> dict:
         "error": document.error,
         "notes": list(document.notes or []),
         "url": document_url(document.chat_id, document.pk),
-        "downloadUrl": f"/api/v1/chat/{document.chat_id}/documents/{document.pk}/file",
+        "downloadUrl": reverse(
+            "api:download_document", kwargs={"chat_id": document.chat_id, "document_id": document.pk}
+        ),
         "createdAt": document.created_at.isoformat(),
     }
 

@@ -2,16 +2,21 @@
 
 from functools import wraps
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from chat import services, websearch
 from chat.catalog import catalog, default_model_name
 from chat.fragments import render_answer
 from chat.services import ChatError, ChatNotFound
+from core.ratelimit import allow, client_ip, wait_text
+
+PUBLIC_CHAT_RATE_SCOPE = "public-chat"  # shared with the public API's endpoint
 
 
 def home(request):
@@ -21,7 +26,9 @@ def home(request):
 def _page_context(request, chat=None) -> dict:
     queries = list(services.chat_history(chat)) if chat else []
     for query in queries:
-        query.answer_html = render_answer(query.id, query.response, query.metadata.get("sources"))
+        # A turn still streaming shows its saved text as text: the socket's replay appends to it, then renders it.
+        if query.status != query.Status.STREAMING:
+            query.answer_html = render_answer(query.id, query.response, query.metadata.get("sources"))
     return {
         "chats": list(services.chats_for_sidebar(request.user)),
         "active_chat_id": str(chat.pk) if chat else "",
@@ -103,17 +110,77 @@ def toggle_bookmark(request, chat_id):
 def delete(request, chat_id):
     services.do_delete_chat(request.user, chat_id)
     response = HttpResponse(status=204)
-    response["HX-Redirect"] = "/chat/"
+    response["HX-Redirect"] = reverse("chat:new")
     return response
+
+
+def query_action(view):
+    """Logged-in; a query of someone else's (or of another chat) is a 404 "Answer not found.", and a refused change
+    a 4xx with its message."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request, chat_id, query_id):
+        try:
+            return view(request, chat_id, query_id)
+        except ChatError as exc:
+            return HttpResponse(exc.message, status=exc.status, content_type="text/plain; charset=utf-8")
+
+    return wrapper
+
+
+@query_action
+@require_POST
+def select_version(request, chat_id, query_id):
+    """Show another version of a turn: the turn and the conversation below it, swapped for the version's branch."""
+    hidden, shown = services.do_select_version(request.user, chat_id, query_id)
+    for query in shown:
+        if query.status != query.Status.STREAMING:
+            query.answer_html = render_answer(query.id, query.response, query.metadata.get("sources"))
+    html = "".join(render_to_string("chat/_turn.html", {"q": query}, request=request) for query in shown)
+    # The version shown before replaces itself (the swap's target); the turns that followed it go.
+    html += "".join(f'<div id="turn-{query.pk}" hx-swap-oob="delete"></div>' for query in hidden[1:])
+    return HttpResponse(html)
+
+
+@query_action
+@require_GET
+def edit_prompt(request, chat_id, query_id):
+    """The inline editor for a turn's prompt (Save & send goes over the socket)."""
+    query = services.get_chat_query(request.user, chat_id, query_id)
+    return render(request, "chat/_prompt_editor.html", {"q": query})
+
+
+@query_action
+@require_GET
+def prompt_block(request, chat_id, query_id):
+    """The prompt as shown, with its controls (what Cancel puts back)."""
+    query = services.query_on_branch(request.user, chat_id, query_id)
+    return render(request, "chat/_prompt_block.html", {"q": query})
 
 
 @require_GET
 def public_chat_page(request, chat_id):
+    # The public API's budget and counter (chat/api.py get_public_chat), counted before the id is looked up, so
+    # neither door serves more, and guessing ids costs the same as reading.
+    allowed, retry_after = allow(
+        PUBLIC_CHAT_RATE_SCOPE, client_ip(request), settings.PUBLIC_CHAT_RATE_LIMIT, settings.PUBLIC_CHAT_RATE_WINDOW
+    )
+    if not allowed:
+        response = HttpResponse(
+            f"Too many requests; try again in {wait_text(retry_after)}.", status=429, content_type="text/plain"
+        )
+        response["Retry-After"] = str(retry_after)
+        return response
     try:
         chat = services.public_chat(chat_id)
     except ChatNotFound:
         raise Http404("This chat is not shared.") from None
-    return render(request, "chat/public.html", {"chat": chat, "queries": list(services.chat_history(chat))})
+    queries = list(services.chat_history(chat))
+    for query in queries:
+        # No source list on the public page (the files are the owner's), so no [n] links either.
+        query.answer_html = render_answer(query.id, query.response, None)
+    return render(request, "chat/public.html", {"chat": chat, "queries": queries})
 
 
 @login_required

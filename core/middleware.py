@@ -102,12 +102,19 @@ class RequestLogMiddleware:
 
 
 class RedactRequestFilter(logging.Filter):
-    """Django's request loggers attach the request object, whose repr carries the query string (tokens, keys):
-    only the method and route go to the log."""
+    """Django's request loggers attach the request object, whose repr carries the query string (tokens, keys), and
+    put the raw path in their messages ("Not Found: /share/<id>/"): only the method and route go to the log. Set on
+    the handler, so it also sees the records of child loggers (django.security.csrf), which logger filters miss."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         request = getattr(record, "request", None)
         if request is not None and not isinstance(request, str):
             match = getattr(request, "resolver_match", None)
-            record.request = f"{getattr(request, 'method', '?')} {match.route if match is not None else '(no route)'}"
+            route = match.route if match is not None and match.route else "(no route)"
+            path = getattr(request, "path", None)
+            if path and isinstance(record.args, tuple):
+                # log_response passes the path as an argument, escaped with unicode_escape.
+                raw = {path, path.encode("unicode_escape").decode("ascii")}
+                record.args = tuple(route if isinstance(arg, str) and arg in raw else arg for arg in record.args)
+            record.request = f"{getattr(request, 'method', '?')} {route}"
         return True

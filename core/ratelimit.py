@@ -22,3 +22,19 @@ def allow(scope: str, identity: str, limit: int, window_seconds: int) -> tuple[b
         count = 1
     retry_after = window_seconds - int(time.time() % window_seconds)
     return count <= limit, retry_after
+
+
+def exceeded(scope: str, identity: str, limit: int, window_seconds: int) -> tuple[bool, int]:
+    """Whether `identity` has already used its `limit` in this window, without counting a request; returns
+    (exceeded, seconds until the window resets). For limits that count only some outcomes (failed log-ins)."""
+    window = int(time.time() // window_seconds)
+    count = cache.get(f"ratelimit:{scope}:{identity}:{window}") or 0
+    return count >= limit, window_seconds - int(time.time() % window_seconds)
+
+
+def wait_text(seconds: int) -> str:
+    """"45 seconds", "3 minutes": how long a refused client waits, for people."""
+    if seconds < 90:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = -(-seconds // 60)
+    return f"{minutes} minutes"

@@ -12,7 +12,8 @@ MESSAGE_OVERHEAD_TOKENS = 4
 
 
 def estimate_tokens(text: str) -> int:
-    return math.ceil(len(text.encode("utf-8")) / BYTES_PER_TOKEN)
+    # surrogatepass: a lone surrogate counts as its 3 bytes instead of crashing (the services refuse such text).
+    return math.ceil(len(text.encode("utf-8", "surrogatepass")) / BYTES_PER_TOKEN)
 
 
 def estimate_message_tokens(message: dict) -> int:

@@ -13,6 +13,7 @@ from billing.payments import PaymentError
 from chat.api import public_router
 from chat.api import router as chat_router
 from chat.services import ChatError
+from core.schemas import OpenSchema, errors
 from querynox.health import database_ok, deep_health, may_see_deep_health
 
 api = NinjaAPI(
@@ -72,8 +73,25 @@ def on_too_big(request, exc):
     return _error("The request body is too large.", "body_too_large", 413)
 
 
+class HealthOut(OpenSchema):
+    """`{"status": "ok"}`; the deep check adds one entry per dependency, and a failing check answers 503 with the
+    same shape (plus `error` and `code` when the database itself is unreachable)."""
+
+    status: str
+
+
+class HelpOut(OpenSchema):
+    docs: str
+    openapi: str
+    message: str
+
+
 @api.get(
-    "/health", auth=None, tags=["meta"], summary="Liveness (the database answers); ?deep=1 checks every dependency"
+    "/health",
+    auth=None,
+    response={200: HealthOut, 503: HealthOut, **errors(400, 401)},
+    tags=["meta"],
+    summary="Liveness (the database answers); ?deep=1 checks every dependency",
 )
 async def health(request, deep: bool = False):
     if deep:
@@ -86,7 +104,7 @@ async def health(request, deep: bool = False):
     return {"status": "ok"}
 
 
-@api.get("/help", auth=None, tags=["meta"], summary="Where the documentation is")
+@api.get("/help", auth=None, response=HelpOut, tags=["meta"], summary="Where the documentation is")
 def help_(request):
     return {
         "docs": request.build_absolute_uri("/api/v1/docs"),

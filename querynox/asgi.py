@@ -7,13 +7,17 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
 
-from accounts.auth import websocket_auth_stack, websocket_origin_guard  # noqa: E402
+from accounts.auth import websocket_stack  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from core.bodylimit import RequestBodyLimit  # noqa: E402
+from querynox.body_limits import request_body_limit, too_large_message  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
-        "websocket": websocket_origin_guard(websocket_auth_stack(URLRouter(websocket_urlpatterns))),
+        # Bodies over their path's limit are refused before Django reads them, and chunked ones reach Django whole
+        # (under daphne, querynox/server.py already bounds them before Twisted stores them).
+        "http": RequestBodyLimit(django_asgi_app, request_body_limit, too_large_message),
+        "websocket": websocket_stack(URLRouter(websocket_urlpatterns)),
     }
 )
 

@@ -12,11 +12,19 @@ from querynox.env import ImproperlyConfiguredEnv, env_bool, env_int, env_list, e
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_str("SECRET_KEY") or (
-    # An embedded-default install must start with no configuration; a production one sets SECRET_KEY.
-    "insecure-embedded-default-key-set-SECRET_KEY-in-production"
-)
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+# An embedded-default install must start with no configuration; a production one sets SECRET_KEY.
+INSECURE_DEFAULT_SECRET_KEY = "insecure-embedded-default-key-set-SECRET_KEY-in-production"
+SECRET_KEY = env_str("SECRET_KEY") or INSECURE_DEFAULT_SECRET_KEY
+# Loopback only by default ("testserver", Django's test client host, is added by the test runner itself).
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", list(LOOPBACK_HOSTS))
+if SECRET_KEY == INSECURE_DEFAULT_SECRET_KEY and not DEBUG and set(ALLOWED_HOSTS) - set(LOOPBACK_HOSTS):
+    # Anyone knowing the built-in key (it is in this file) could forge sessions and signed values.
+    raise ImproperlyConfiguredEnv(
+        "SECRET_KEY is not set, and the built-in insecure key is refused when the site answers to hosts other than "
+        f"loopback (ALLOWED_HOSTS={','.join(ALLOWED_HOSTS)}) with DEBUG off: set SECRET_KEY to a long random string, "
+        "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(50))'"
+    )
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
@@ -43,6 +51,7 @@ MIDDLEWARE = [
     # django-prometheus's pair brackets everything else: request counts, latencies, statuses by view.
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "core.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -324,6 +333,24 @@ FREE_TIER_LIMITS = {
 PUBLIC_CHAT_CACHE_SECONDS = env_int("PUBLIC_CHAT_CACHE_SECONDS", 30, minimum=0)
 PUBLIC_CHAT_RATE_LIMIT = env_int("PUBLIC_CHAT_RATE_LIMIT", 20, minimum=1)
 PUBLIC_CHAT_RATE_WINDOW = env_int("PUBLIC_CHAT_RATE_WINDOW", 30, minimum=1)
+# The share page /share/<id>/ draws on the same per-address budget as the public API (one counter for both), unknown
+# ids included, so neither can be used to probe ids faster.
+
+# Log-in, sign-up and API-key throttles (fixed windows in the shared cache, so they hold across instances). A log-in
+# is refused for an account after LOGIN_ACCOUNT_FAILURE_LIMIT failed attempts in a window of LOGIN_RATE_WINDOW
+# seconds (only failures count, and the window is minutes, so a stranger cannot lock a user out for long), and for a
+# client address after LOGIN_ADDRESS_RATE_LIMIT attempts of any outcome in the same window.
+LOGIN_RATE_WINDOW = env_int("LOGIN_RATE_WINDOW", 300, minimum=1)
+LOGIN_ACCOUNT_FAILURE_LIMIT = env_int("LOGIN_ACCOUNT_FAILURE_LIMIT", 10, minimum=1)
+LOGIN_ADDRESS_RATE_LIMIT = env_int("LOGIN_ADDRESS_RATE_LIMIT", 30, minimum=1)
+SIGNUP_RATE_LIMIT = env_int("SIGNUP_RATE_LIMIT", 10, minimum=1)  # sign-up attempts per client address per window
+SIGNUP_RATE_WINDOW = env_int("SIGNUP_RATE_WINDOW", 3600, minimum=1)
+API_KEY_RATE_LIMIT = env_int("API_KEY_RATE_LIMIT", 10, minimum=1)  # API keys created per user per window
+API_KEY_RATE_WINDOW = env_int("API_KEY_RATE_WINDOW", 3600, minimum=1)
+# The OpenAI-compatible /v1 API: requests with a missing or wrong key, per client address and window (seconds),
+# before they are refused with 429 instead of 401 (a key's own traffic is bounded by its owner's quota).
+OPENAI_API_BAD_KEY_RATE_LIMIT = env_int("OPENAI_API_BAD_KEY_RATE_LIMIT", 20, minimum=1)
+OPENAI_API_BAD_KEY_RATE_WINDOW = env_int("OPENAI_API_BAD_KEY_RATE_WINDOW", 60, minimum=1)
 
 # Clerk session tokens (RS256 JWTs) for API clients, as bearer tokens on HTTP and WebSockets. Verification is on
 # when a key source is set: CLERK_JWT_KEY (the PEM public key from Clerk's dashboard; "\n" escapes are accepted)
@@ -365,6 +392,26 @@ METRICS_PASSWORD = env_str("METRICS_PASSWORD") or (env_str("PASSWORD") if env_st
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
 
+# HTTPS deployment (README, "Deploying"): all off by default, so the embedded defaults serve plain http://127.0.0.1.
+# SECURE_HSTS_SECONDS > 0 sends Strict-Transport-Security (with includeSubDomains / preload when those are on);
+# SECURE_SSL_REDIRECT sends http:// requests to https://; SECURE_PROXY_SSL_HEADER names the header through which a
+# TLS-terminating proxy says the request was https, as "Header-Name: value" (e.g. "X-Forwarded-Proto: https"). Set it
+# only behind a proxy that always sets or strips that header: whoever can send it decides what counts as https.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+_proxy_ssl_header = env_str("SECURE_PROXY_SSL_HEADER").strip()
+if _proxy_ssl_header:
+    _name, _, _value = _proxy_ssl_header.partition(":")
+    if not _name.strip() or not _value.strip():
+        raise ImproperlyConfiguredEnv(
+            f"SECURE_PROXY_SSL_HEADER={_proxy_ssl_header!r} must look like 'X-Forwarded-Proto: https'"
+        )
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _name.strip().upper().replace("-", "_"), _value.strip())
+# Content-Security-Policy (core/csp.py): extra form-action sources, for the payment provider's checkout and portal.
+CSP_FORM_ACTION_EXTRA = env_list("CSP_FORM_ACTION_EXTRA", ["https://polar.sh", "https://*.polar.sh"])
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -378,7 +425,14 @@ LOGGING = {
     # Our request lines come from core.middleware.RequestLogMiddleware; Django's own request loggers attach the
     # request (its repr has the query string), so that attribute is reduced to method and route.
     "filters": {"redact_request": {"()": "core.middleware.RedactRequestFilter"}},
-    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"}},
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "json",
+            "filters": ["redact_request"],
+        }
+    },
     "root": {"handlers": ["stdout"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

@@ -50,7 +50,8 @@ Configuration (`configure(**changes)` or the control endpoint; `reset()` restore
 
 Token accounting is deterministic and visible: input tokens = `count_tokens` over every message (and system)
 text, output tokens = the number of reply words sent. Each request log entry records what was asked (path, api,
-model, messages, system, stream, max_tokens, api_key) and the usage the emulator reported.
+model, messages, system, stream, max_tokens, api_key; and `sampling`: the temperature, top_p and stop sequences
+it was sent, under the provider's own names) and the usage the emulator reported.
 
 In process:    emulator = ProviderEmulator().start(); emulator.url; emulator.configure(reply="Hi"); emulator.stop()
 As a command:  python -m testsupport.emulator --port 8765 [--reply TEXT] [--tokens-per-second N] [--config JSON]
@@ -767,7 +768,8 @@ class ProviderEmulator:
         stream = bool(body.get("stream"))
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        ex.entry.update(model=model, stream=stream, include_usage=include_usage)
+        sampling = {key: body[key] for key in ("temperature", "top_p", "stop") if key in body}
+        ex.entry.update(model=model, stream=stream, include_usage=include_usage, sampling=sampling)
         pieces, truncated, usage = self._generation(ex, messages, None, max_tokens)
         finish = "length" if truncated else "stop"
         openai_usage = {
@@ -885,7 +887,8 @@ class ProviderEmulator:
         system_text = _text_of(system) if system is not None else None
         messages = [{"role": m.get("role"), "content": _text_of(m.get("content"))} for m in body.get("messages", [])]
         stream = bool(body.get("stream"))
-        ex.entry.update(model=model, stream=stream)
+        sampling = {key: body[key] for key in ("temperature", "top_p", "stop_sequences") if key in body}
+        ex.entry.update(model=model, stream=stream, sampling=sampling)
         pieces, truncated, usage = self._generation(ex, messages, system_text, body.get("max_tokens"))
         stop_reason = "max_tokens" if truncated else "end_turn"
         message_id = self._next_id("msg_emu")
@@ -985,7 +988,8 @@ class ProviderEmulator:
             {"role": c.get("role", "user"), "content": _text_of(c.get("parts"))} for c in body.get("contents", [])
         ]
         config = body.get("generationConfig") or {}
-        ex.entry.update(model=model, stream=stream)
+        sampling = {key: config[key] for key in ("temperature", "topP", "stopSequences") if key in config}
+        ex.entry.update(model=model, stream=stream, sampling=sampling)
         pieces, truncated, usage = self._generation(ex, messages, system_text, config.get("maxOutputTokens"))
         finish = "MAX_TOKENS" if truncated else "STOP"
         response_id = self._next_id("emu")

@@ -85,9 +85,11 @@ def make_chat(db):
         fields.setdefault("title", title_from_prompt(turns[0][0]) if turns else "New Chat")
         fields.setdefault("model", SCRIPTED_MODEL)
         chat = Chat.objects.create(owner=user, **fields)
+        previous = None  # one branch: each turn follows the one before it
         for prompt, response, *status in turns:
-            ChatQuery.objects.create(
+            previous = ChatQuery.objects.create(
                 chat=chat,
+                parent=previous,
                 prompt=prompt,
                 response=response,
                 model=chat.model,

@@ -180,7 +180,7 @@ class LiveServer:
             [
                 sys.executable,
                 "-m",
-                "daphne",
+                "querynox.server",  # daphne with request bodies bounded, as deployed
                 "-b",
                 HOST,
                 "-p",

@@ -6,7 +6,7 @@ import asyncio
 
 from chat.models import AIModel
 from chat.providers import register_provider, unregister_provider
-from chat.providers.base import Delta, GeneratedImage, Provider, ProviderError, Usage, Waiting
+from chat.providers.base import DEFAULT_SAMPLING, Delta, GeneratedImage, Provider, ProviderError, Usage, Waiting
 from testsupport.png import solid_png
 
 SCRIPTED_PROVIDER = "scripted"
@@ -49,8 +49,8 @@ class ScriptedProvider(Provider):
         self.gate_at = token_index
         return self.gate
 
-    async def stream(self, model_id, messages, *, max_tokens):
-        self.calls.append({"model_id": model_id, "messages": messages, "max_tokens": max_tokens})
+    async def stream(self, model_id, messages, *, max_tokens, sampling=DEFAULT_SAMPLING):
+        self.calls.append({"model_id": model_id, "messages": messages, "max_tokens": max_tokens, "sampling": sampling})
         finished = False
         try:
             if self.waiting_message:

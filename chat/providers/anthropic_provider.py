@@ -3,7 +3,7 @@
 import anthropic
 from django.conf import settings
 
-from chat.providers.base import Completion, Delta, Usage
+from chat.providers.base import DEFAULT_SAMPLING, Completion, Delta, Usage
 from chat.providers.sdk import SDKProvider, split_system
 from core.sdk import CappedRetryWait, close_quietly, ssl_context, timeout_kwargs
 
@@ -15,7 +15,8 @@ class _AsyncAnthropic(CappedRetryWait, anthropic.AsyncAnthropic):
 class AnthropicProvider(SDKProvider):
     name = "anthropic"
     label = "Anthropic"
-    key_setting = "CLAUDE_API_KEY"
+    # The Messages API (and its SDK since 2.x) takes no temperature or top_p any more: only stop sequences.
+    sampling_controls = frozenset({"stop"})
 
     def _client_settings(self) -> tuple:
         return (self.api_key(), settings.CLAUDE_BASE_URL or None)
@@ -31,15 +32,18 @@ class AnthropicProvider(SDKProvider):
         )
 
     @staticmethod
-    def _request(model_id: str, messages: list[dict], max_tokens: int) -> dict:
+    def _request(model_id: str, messages: list[dict], max_tokens: int, sampling=DEFAULT_SAMPLING) -> dict:
         system, rest = split_system(messages)
         request = {"model": model_id, "messages": rest, "max_tokens": max_tokens}
         if system:
             request["system"] = system
+        if sampling.stop:
+            request["stop_sequences"] = list(sampling.stop)
         return request
 
-    async def _stream(self, model_id, messages, max_tokens):
-        stream = await self.client().messages.create(**self._request(model_id, messages, max_tokens), stream=True)
+    async def _stream(self, model_id, messages, max_tokens, sampling=DEFAULT_SAMPLING):
+        request = self._request(model_id, messages, max_tokens, sampling)
+        stream = await self.client().messages.create(**request, stream=True)
         input_tokens = output_tokens = 0
         finished = False
         try:
@@ -65,8 +69,8 @@ class AnthropicProvider(SDKProvider):
             raise self.ended_early()
         yield Usage(input_tokens=input_tokens, output_tokens=output_tokens)
 
-    async def _complete(self, model_id, messages, max_tokens):
-        message = await self.client().messages.create(**self._request(model_id, messages, max_tokens))
+    async def _complete(self, model_id, messages, max_tokens, sampling=DEFAULT_SAMPLING):
+        message = await self.client().messages.create(**self._request(model_id, messages, max_tokens, sampling))
         text = "".join(block.text for block in message.content if block.type == "text")
         return Completion(text, Usage(_input_tokens(message.usage), message.usage.output_tokens or 0))
 

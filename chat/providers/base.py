@@ -33,6 +33,19 @@ StreamItem = Delta | Usage | Waiting
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """Sampling controls a client asked for (the OpenAI-compatible API); None and () leave the provider's
+    default. Every provider passes them on (or its nearest equivalent)."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+
+
+DEFAULT_SAMPLING = Sampling()
+
+
+@dataclass(frozen=True)
 class Completion:
     text: str
     usage: Usage
@@ -46,19 +59,25 @@ class GeneratedImage:
 
 class Provider(ABC):
     name: str = ""
+    # The Sampling fields this provider passes on; the OpenAI-compatible API refuses the others for its models.
+    sampling_controls: frozenset[str] = frozenset({"temperature", "top_p", "stop"})
 
     def unavailable_reason(self) -> str | None:
         """Why this provider cannot serve right now (missing key…), or None when it can."""
         return None
 
     @abstractmethod
-    def stream(self, model_id: str, messages: list[dict], *, max_tokens: int) -> AsyncIterator[StreamItem]:
+    def stream(
+        self, model_id: str, messages: list[dict], *, max_tokens: int, sampling: Sampling = DEFAULT_SAMPLING
+    ) -> AsyncIterator[StreamItem]:
         """Yield Waiting/Delta items, then exactly one Usage. Closing the iterator stops the generation."""
 
-    async def complete(self, model_id: str, messages: list[dict], *, max_tokens: int) -> Completion:
+    async def complete(
+        self, model_id: str, messages: list[dict], *, max_tokens: int, sampling: Sampling = DEFAULT_SAMPLING
+    ) -> Completion:
         parts: list[str] = []
         usage = Usage(0, 0)
-        async for item in self.stream(model_id, messages, max_tokens=max_tokens):
+        async for item in self.stream(model_id, messages, max_tokens=max_tokens, sampling=sampling):
             if isinstance(item, Delta):
                 parts.append(item.text)
             elif isinstance(item, Usage):
@@ -72,4 +91,15 @@ class Provider(ABC):
         return self.unavailable_reason() is None
 
 
-__all__ = ["Completion", "Delta", "GeneratedImage", "Provider", "ProviderError", "StreamItem", "Usage", "Waiting"]
+__all__ = [
+    "DEFAULT_SAMPLING",
+    "Completion",
+    "Delta",
+    "GeneratedImage",
+    "Provider",
+    "ProviderError",
+    "Sampling",
+    "StreamItem",
+    "Usage",
+    "Waiting",
+]

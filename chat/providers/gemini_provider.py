@@ -8,7 +8,7 @@ from django.conf import settings
 from google import genai
 from google.genai import types
 
-from chat.providers.base import Completion, Delta, ProviderError, Usage
+from chat.providers.base import DEFAULT_SAMPLING, Completion, Delta, ProviderError, Usage
 from chat.providers.sdk import SDKProvider, split_system
 from core.sdk import capped_retry_wait, close_quietly, ssl_context, timeout_kwargs
 
@@ -51,7 +51,6 @@ class _GeminiHttpClient(httpx2.AsyncClient):
 class GeminiProvider(SDKProvider):
     name = "gemini"
     label = "Gemini"
-    key_setting = "GEMINI_API_KEY"
 
     def _client_settings(self) -> tuple:
         return (self.api_key(), settings.GEMINI_BASE_URL or None, settings.PROVIDER_RETRY_MAX_WAIT)
@@ -77,7 +76,7 @@ class GeminiProvider(SDKProvider):
         return genai.Client(api_key=api_key, http_options=options)
 
     @staticmethod
-    def _request(model_id: str, messages: list[dict], max_tokens: int) -> dict:
+    def _request(model_id: str, messages: list[dict], max_tokens: int, sampling=DEFAULT_SAMPLING) -> dict:
         system, rest = split_system(messages)
         contents = [
             types.Content(role="model" if m["role"] == "assistant" else "user", parts=[types.Part(text=m["content"])])
@@ -85,15 +84,19 @@ class GeminiProvider(SDKProvider):
         ]
         config = types.GenerateContentConfig(
             max_output_tokens=max_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            stop_sequences=list(sampling.stop) or None,
             system_instruction=system or None,
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),  # no tools here
         )
         return {"model": model_id, "contents": contents, "config": config}
 
-    async def _stream(self, model_id, messages, max_tokens):
+    async def _stream(self, model_id, messages, max_tokens, sampling=DEFAULT_SAMPLING):
         # The SDK sends the request when its stream is first iterated; record the response it opens then.
         opened: list = []
-        stream = await self.client().aio.models.generate_content_stream(**self._request(model_id, messages, max_tokens))
+        request = self._request(model_id, messages, max_tokens, sampling)
+        stream = await self.client().aio.models.generate_content_stream(**request)
         usage = None
         finished = False
         try:
@@ -123,8 +126,9 @@ class GeminiProvider(SDKProvider):
             raise self.ended_early()
         yield _usage(usage)
 
-    async def _complete(self, model_id, messages, max_tokens):
-        response = await self.client().aio.models.generate_content(**self._request(model_id, messages, max_tokens))
+    async def _complete(self, model_id, messages, max_tokens, sampling=DEFAULT_SAMPLING):
+        request = self._request(model_id, messages, max_tokens, sampling)
+        response = await self.client().aio.models.generate_content(**request)
         _check_blocked(response)
         parts = []
         for candidate in response.candidates[:1] if response.candidates else []:

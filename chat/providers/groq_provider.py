@@ -1,24 +1,24 @@
-"""Groq's OpenAI-format chat completions through the official `groq` SDK."""
+"""Groq's OpenAI-format chat completions through the official `groq` SDK: the OpenAI module's wire format
+(ChatCompletionsProvider), with Groq's own client and Groq's place for the usage."""
 
 import groq
 from django.conf import settings
 
-from chat.providers.base import Completion, Delta, Usage
-from chat.providers.sdk import SDKProvider
-from core.sdk import CappedRetryWait, close_quietly, ssl_context, timeout_kwargs
+from chat.providers.openai_provider import ChatCompletionsProvider
+from core.sdk import CappedRetryWait, ssl_context, timeout_kwargs
 
 
 class _AsyncGroq(CappedRetryWait, groq.AsyncGroq):
     pass
 
 
-class GroqProvider(SDKProvider):
+class GroqProvider(ChatCompletionsProvider):
     name = "groq"
     label = "Groq"
-    key_setting = "GROQ_API_KEY"
+    base_url_setting = "GROQ_BASE_URL"
 
     def _client_settings(self) -> tuple:
-        return (self.api_key(), settings.GROQ_BASE_URL or None)
+        return (self.api_key(), self.base_url())
 
     def _make_client(self, client_settings: tuple):
         api_key, base_url, *_ = client_settings
@@ -30,48 +30,10 @@ class GroqProvider(SDKProvider):
             http_client=groq.DefaultAsyncHttpxClient(verify=ssl_context("httpx")),
         )
 
-    @staticmethod
-    def _request(model_id: str, messages: list[dict], max_tokens: int) -> dict:
-        return {
-            "model": model_id,
-            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
-            "max_completion_tokens": max_tokens,
-        }
+    def _stream_options(self) -> dict:
+        # The groq SDK takes no stream_options; Groq reports the usage on the final chunk anyway (_chunk_usage).
+        return {}
 
-    async def _stream(self, model_id, messages, max_tokens):
-        request = self._request(model_id, messages, max_tokens)
-        stream = await self.client().chat.completions.create(**request, stream=True)
-        usage = None
-        finished = False
-        try:
-            try:
-                async for chunk in stream:
-                    # Groq reports usage on the final chunk under x_groq (and in `usage` when asked to).
-                    usage = chunk.usage or (chunk.x_groq.usage if chunk.x_groq else None) or usage
-                    for choice in chunk.choices:
-                        if choice.delta is not None and choice.delta.content:
-                            yield Delta(choice.delta.content)
-                        if choice.finish_reason:
-                            finished = True
-            except Exception as exc:
-                raise self.error(exc, mid_stream=True) from exc
-        finally:
-            await close_quietly(stream.close)
-        if not finished:
-            raise self.ended_early()
-        yield _usage(usage)
-
-    async def _complete(self, model_id, messages, max_tokens):
-        response = await self.client().chat.completions.create(**self._request(model_id, messages, max_tokens))
-        text = "".join(choice.message.content or "" for choice in response.choices[:1])
-        return Completion(text, _usage(response.usage))
-
-    async def _health(self) -> None:
-        client = self.client().with_options(max_retries=0, timeout=settings.PROVIDER_HEALTH_TIMEOUT)
-        await client.models.list()
-
-
-def _usage(usage) -> Usage:
-    if usage is None:
-        return Usage(0, 0)
-    return Usage(input_tokens=usage.prompt_tokens or 0, output_tokens=usage.completion_tokens or 0)
+    def _chunk_usage(self, chunk):
+        # Under x_groq on the final chunk (and in `usage` when a server sends it there).
+        return chunk.usage or (chunk.x_groq.usage if chunk.x_groq else None)

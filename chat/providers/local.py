@@ -10,7 +10,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from chat.providers.base import Delta, Provider, ProviderError, Usage, Waiting
+from chat.providers.base import DEFAULT_SAMPLING, Delta, Provider, ProviderError, Usage, Waiting
 from core import metrics
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class LocalProvider(Provider):
             slots = self._slots[loop] = asyncio.Semaphore(settings.LOCAL_MODEL_MAX_CONCURRENT)
         return slots
 
-    async def stream(self, model_id, messages, *, max_tokens):
+    async def stream(self, model_id, messages, *, max_tokens, sampling=DEFAULT_SAMPLING):
         slots = self._slots_for_loop()
         if slots.locked():
             yield Waiting(f"Waiting for the local model ({self._waiting + 1} turn(s) ahead)…")
@@ -100,12 +100,12 @@ class LocalProvider(Provider):
             self._waiting -= 1
             metrics.GENERATION_QUEUE.dec()
         try:
-            async for item in self._generate(messages, max_tokens):
+            async for item in self._generate(messages, max_tokens, sampling):
                 yield item
         finally:
             slots.release()
 
-    async def _generate(self, messages, max_tokens):
+    async def _generate(self, messages, max_tokens, sampling=DEFAULT_SAMPLING):
         loop = asyncio.get_running_loop()
         server = await asyncio.to_thread(self.load)
         chunks: asyncio.Queue = asyncio.Queue()
@@ -116,16 +116,20 @@ class LocalProvider(Provider):
             # Returning True tells llama.cpp to stop generating: how a user's stop reaches the CPU.
             return cancelled.is_set()
 
+        request = {
+            "messages": messages,
+            "stream": True,
+            "max_tokens": max_tokens,
+            "temperature": settings.LOCAL_MODEL_TEMPERATURE if sampling.temperature is None else sampling.temperature,
+        }
+        if sampling.top_p is not None:
+            request["top_p"] = sampling.top_p
+        if sampling.stop:
+            request["stop"] = list(sampling.stop)
+
         def run():
             try:
-                server.handle_chat_completions(
-                    {
-                        "messages": messages,
-                        "stream": True,
-                        "max_tokens": max_tokens,
-                        "temperature": settings.LOCAL_MODEL_TEMPERATURE,
-                    }, on_chunk
-                )
+                server.handle_chat_completions(request, on_chunk)
             except Exception as exc:  # surfaced to the pipeline as a provider error
                 loop.call_soon_threadsafe(chunks.put_nowait, exc)
             finally:

@@ -1,5 +1,6 @@
 """OpenAI chat completions through the official `openai` SDK; also OpenRouter and self-hosted OpenAI-compatible
-servers (llama.cpp, vLLM, Ollama…), which speak the same API at another base URL."""
+servers (llama.cpp, vLLM, Ollama…), which speak the same API at another base URL. `ChatCompletionsProvider` is
+the wire format itself, shared with Groq (chat/providers/groq_provider.py), whose own SDK speaks it too."""
 
 import base64
 import binascii
@@ -10,7 +11,7 @@ import time
 import openai
 from django.conf import settings
 
-from chat.providers.base import Completion, Delta, GeneratedImage, ProviderError, Usage
+from chat.providers.base import DEFAULT_SAMPLING, Completion, Delta, GeneratedImage, ProviderError, Usage
 from chat.providers.sdk import SDKProvider
 from core.sdk import CappedRetryWait, close_quietly, ssl_context, timeout_kwargs
 
@@ -29,41 +30,41 @@ class _OpenAI(CappedRetryWait, openai.OpenAI):
     pass
 
 
-class OpenAIProvider(SDKProvider):
-    name = "openai"
-    label = "OpenAI"
-    key_setting = "OPENAI_API_KEY"
-    base_url_setting = "OPENAI_BASE_URL"
+class ChatCompletionsProvider(SDKProvider):
+    """The OpenAI chat-completions wire format, whichever SDK speaks it: the request, the streaming loop, the
+    usage. Subclasses build the client (`_client_settings`, `_make_client`) and may adapt `_stream_options` and
+    `_chunk_usage` to where their API reports usage."""
+
+    base_url_setting = ""  # the setting that may point the client elsewhere (empty: the SDK's own URL)
     default_base_url: str | None = None  # the SDK's own
-    # OpenAI deprecated max_tokens for max_completion_tokens; OpenRouter and self-hosted servers take max_tokens.
+    # OpenAI (and Groq) deprecated max_tokens for max_completion_tokens; OpenRouter and self-hosted servers take
+    # max_tokens.
     max_tokens_param = "max_completion_tokens"
 
     def base_url(self) -> str | None:
-        return getattr(settings, self.base_url_setting, "") or self.default_base_url
+        return (getattr(settings, self.base_url_setting, "") if self.base_url_setting else "") or self.default_base_url
 
-    def _client_settings(self) -> tuple:
-        return (self.api_key() or NO_KEY, self.base_url())
-
-    def _make_client(self, client_settings: tuple):
-        api_key, base_url, *_ = client_settings
-        return _AsyncOpenAI(
-            api_key=api_key,
-            base_url=base_url,
-            timeout=openai.Timeout(**timeout_kwargs()),
-            max_retries=settings.PROVIDER_MAX_RETRIES,
-            http_client=openai.DefaultAsyncHttpxClient(verify=ssl_context("httpx2")),
-        )
-
-    def _request(self, model_id: str, messages: list[dict], max_tokens: int) -> dict:
-        return {
+    def _request(self, model_id: str, messages: list[dict], max_tokens: int, sampling=DEFAULT_SAMPLING) -> dict:
+        request = {
             "model": model_id,
             "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
             self.max_tokens_param: max_tokens,
         }
+        if sampling.temperature is not None:
+            request["temperature"] = sampling.temperature
+        if sampling.top_p is not None:
+            request["top_p"] = sampling.top_p
+        if sampling.stop:
+            request["stop"] = list(sampling.stop)
+        return request
 
-    async def _stream(self, model_id, messages, max_tokens):
+    def _stream_options(self) -> dict:
+        """Extra arguments of a streamed request: ask for usage on the final chunk."""
+        return {"stream_options": {"include_usage": True}}
+
+    async def _stream(self, model_id, messages, max_tokens, sampling=DEFAULT_SAMPLING):
         stream = await self.client().chat.completions.create(
-            **self._request(model_id, messages, max_tokens), stream=True, stream_options={"include_usage": True}
+            **self._request(model_id, messages, max_tokens, sampling), stream=True, **self._stream_options()
         )
         usage = None
         finished = False
@@ -93,14 +94,34 @@ class OpenAIProvider(SDKProvider):
             return Usage(0, 0)
         return Usage(input_tokens=usage.prompt_tokens or 0, output_tokens=usage.completion_tokens or 0)
 
-    async def _complete(self, model_id, messages, max_tokens):
-        response = await self.client().chat.completions.create(**self._request(model_id, messages, max_tokens))
+    async def _complete(self, model_id, messages, max_tokens, sampling=DEFAULT_SAMPLING):
+        request = self._request(model_id, messages, max_tokens, sampling)
+        response = await self.client().chat.completions.create(**request)
         text = "".join(choice.message.content or "" for choice in response.choices[:1])
         return Completion(text, self._usage(response.usage))
 
     async def _health(self) -> None:
         client = self.client().with_options(max_retries=0, timeout=settings.PROVIDER_HEALTH_TIMEOUT)
         await client.models.list()
+
+
+class OpenAIProvider(ChatCompletionsProvider):
+    name = "openai"
+    label = "OpenAI"
+    base_url_setting = "OPENAI_BASE_URL"
+
+    def _client_settings(self) -> tuple:
+        return (self.api_key() or NO_KEY, self.base_url())
+
+    def _make_client(self, client_settings: tuple):
+        api_key, base_url, *_ = client_settings
+        return _AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url,
+            timeout=openai.Timeout(**timeout_kwargs()),
+            max_retries=settings.PROVIDER_MAX_RETRIES,
+            http_client=openai.DefaultAsyncHttpxClient(verify=ssl_context("httpx2")),
+        )
 
     async def generate_image(self, model_id: str, prompt: str) -> GeneratedImage:
         request = {"model": model_id, "prompt": prompt, "n": 1}
@@ -130,7 +151,6 @@ class OpenAIProvider(SDKProvider):
 class OpenRouterProvider(OpenAIProvider):
     name = "openrouter"
     label = "OpenRouter"
-    key_setting = "OPENROUTER_API_KEY"
     base_url_setting = "OPENROUTER_BASE_URL"
     default_base_url = OPENROUTER_DEFAULT_BASE_URL
     max_tokens_param = "max_tokens"
@@ -141,17 +161,12 @@ class OpenAICompatibleProvider(OpenAIProvider):
 
     name = "openai_compatible"
     label = "the OpenAI-compatible server"
-    key_setting = ""
     base_url_setting = "OPENAI_COMPATIBLE_BASE_URL"
     max_tokens_param = "max_tokens"
 
     def api_key(self) -> str:
+        # Optional (many self-hosted servers take none), so it is not the registry's required key_setting.
         return settings.OPENAI_COMPATIBLE_API_KEY
-
-    def unavailable_reason(self) -> str | None:
-        if not settings.OPENAI_COMPATIBLE_BASE_URL:
-            return "OPENAI_COMPATIBLE_BASE_URL is not set"
-        return None
 
 
 _models_cache: dict[tuple, tuple[float, list[str]]] = {}

@@ -8,7 +8,8 @@ from typing import Any
 
 from django.conf import settings
 
-from chat.providers.base import Completion, Provider, ProviderError, StreamItem
+from chat.providers import ProviderSpec, provider_spec
+from chat.providers.base import DEFAULT_SAMPLING, Completion, Provider, ProviderError, Sampling, StreamItem
 from core.sdk import map_error, timeout_kwargs
 
 logger = logging.getLogger(__name__)
@@ -19,7 +20,6 @@ class SDKProvider(Provider):
     `_client_settings`, `_make_client`, `_stream`, `_complete` and `_health`."""
 
     label = ""  # how users know the provider ("OpenAI")
-    key_setting = ""  # the setting holding its key; empty when no key is needed
 
     def __init__(self):
         # SDK clients hold connection pools bound to an event loop: one cache per loop, keyed by the settings
@@ -28,13 +28,21 @@ class SDKProvider(Provider):
         self._clients: dict[asyncio.AbstractEventLoop, dict] = {}
 
     # --- configuration --------------------------------------------------------------------------------------
+    @property
+    def spec(self) -> ProviderSpec:
+        """This provider's row in the registry (chat.providers.PROVIDERS): the one place its settings are named."""
+        return provider_spec(self.name) or ProviderSpec(class_path=f"{type(self).__module__}.{type(self).__name__}")
+
+    @property
+    def key_setting(self) -> str:
+        """The setting holding its key; empty when no key is needed."""
+        return self.spec.key_setting
+
     def api_key(self) -> str:
         return getattr(settings, self.key_setting, "") if self.key_setting else ""
 
     def unavailable_reason(self) -> str | None:
-        if self.key_setting and not self.api_key():
-            return f"{self.key_setting} is not set"
-        return None
+        return self.spec.missing_setting()
 
     def _client_settings(self) -> tuple:
         """Everything the client is built from (read from settings now)."""
@@ -70,10 +78,12 @@ class SDKProvider(Provider):
         return ProviderError(f"{subject}'s answer ended before it was finished.", retryable=True)
 
     # --- the Provider interface -----------------------------------------------------------------------------
-    async def stream(self, model_id: str, messages: list[dict], *, max_tokens: int) -> AsyncIterator[StreamItem]:
+    async def stream(
+        self, model_id: str, messages: list[dict], *, max_tokens: int, sampling: Sampling = DEFAULT_SAMPLING
+    ) -> AsyncIterator[StreamItem]:
         # The inner generator owns the SDK stream; closing this one (aclose, or cancellation) closes it, which
         # closes the HTTP response and with it the connection to the provider.
-        inner = self._stream(model_id, messages, max_tokens)
+        inner = self._stream(model_id, messages, max_tokens, sampling)
         started = False
         try:
             async for item in inner:
@@ -86,9 +96,11 @@ class SDKProvider(Provider):
         finally:
             await inner.aclose()
 
-    async def complete(self, model_id: str, messages: list[dict], *, max_tokens: int) -> Completion:
+    async def complete(
+        self, model_id: str, messages: list[dict], *, max_tokens: int, sampling: Sampling = DEFAULT_SAMPLING
+    ) -> Completion:
         try:
-            return await self._complete(model_id, messages, max_tokens)
+            return await self._complete(model_id, messages, max_tokens, sampling)
         except ProviderError:
             raise
         except Exception as exc:
@@ -105,10 +117,14 @@ class SDKProvider(Provider):
             return False
         return True
 
-    def _stream(self, model_id: str, messages: list[dict], max_tokens: int) -> AsyncIterator[StreamItem]:
+    def _stream(
+        self, model_id: str, messages: list[dict], max_tokens: int, sampling: Sampling = DEFAULT_SAMPLING
+    ) -> AsyncIterator[StreamItem]:
         raise NotImplementedError
 
-    async def _complete(self, model_id: str, messages: list[dict], max_tokens: int) -> Completion:
+    async def _complete(
+        self, model_id: str, messages: list[dict], max_tokens: int, sampling: Sampling = DEFAULT_SAMPLING
+    ) -> Completion:
         raise NotImplementedError
 
     async def _health(self) -> None:

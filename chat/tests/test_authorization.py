@@ -280,3 +280,38 @@ def test_chat_actions_refuse_get(owned, owner_client, path):
 
     assert owner_client.get(fill(path, *owned)).status_code == 405
     assert snapshot() == before
+
+
+QUERY_ENDPOINTS = [(m, p) for m, p, _, _ in CHAT_ENDPOINTS if "{query}" in p]
+MALFORMED_QUERY_IDS = ["not-a-uuid", "12345", "6f1c1a8e-0000-4000-8000"]
+
+
+@pytest.mark.parametrize("query_id", MALFORMED_QUERY_IDS)
+@pytest.mark.parametrize("method,path", QUERY_ENDPOINTS, ids=[f"{m.upper()} {p}" for m, p in QUERY_ENDPOINTS])
+@pytest.mark.parametrize("who", ["owner", "other"])
+def test_a_malformed_query_id_is_an_answer_not_found(owned, owner_key, other_key, who, method, path, query_id):
+    """Not "Chat not found.": what was looked up is an answer."""
+    before = snapshot()
+    key = owner_key if who == "owner" else other_key
+
+    response = call(Client(), method, path.format(query=query_id), None, bearer(key))
+
+    assert response.status_code == 404, response.content
+    assert response.json() == {"error": "Answer not found.", "code": "not_found"}
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize("method,path", QUERY_ENDPOINTS, ids=[f"{m.upper()} {p}" for m, p in QUERY_ENDPOINTS])
+def test_a_malformed_query_id_asks_an_anonymous_caller_to_authenticate_first(owned, method, path):
+    response = call(Client(), method, path.format(query="not-a-uuid"), None)
+
+    assert response.status_code == 401, response.content
+    assert response.json()["code"] == "unauthenticated"
+
+
+@pytest.mark.parametrize("who", ["owner", "other"])
+def test_a_malformed_chat_id_is_still_a_chat_not_found(owned, owner_key, other_key, who):
+    response = Client().get("/api/v1/chat/not-a-uuid", headers=bearer(owner_key if who == "owner" else other_key))
+
+    assert response.status_code == 404, response.content
+    assert response.json() == {"error": "Chat not found.", "code": "not_found"}

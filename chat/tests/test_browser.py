@@ -20,8 +20,8 @@ ANSWER_MS = 180_000  # a whole answer: up to 512 tokens on a busy 2-core machine
 CHAT_URL = re.compile(r"/chat/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/$")
 
 # Installed before any page script: tells the test when htmx's socket is open, and records what the newest turn
-# shows after every change of the conversation (status lines and the answer's text), so a test can check the
-# streaming afterwards without racing it.
+# shows after every change of the conversation (status lines and the answer's text while it streams, before the
+# server replaces it with its rendered Markdown), so a test can check the streaming afterwards without racing it.
 WATCH_SCRIPT = """
 window.__qnx = {socketOpen: false, statuses: [], answers: []};
 document.addEventListener("htmx:wsOpen", () => { window.__qnx.socketOpen = true; });
@@ -37,7 +37,9 @@ document.addEventListener("DOMContentLoaded", () => {
     const text = status ? status.textContent.trim() : "";
     const statuses = window.__qnx.statuses;
     if (text && statuses[statuses.length - 1] !== text) statuses.push(text);
-    const answer = last.querySelector(".answer").textContent;
+    const element = last.querySelector(".answer");
+    if (element.querySelector(".markdown")) return;  // rendered: the streaming is over
+    const answer = element.textContent;
     const answers = window.__qnx.answers;
     if (answers[answers.length - 1] !== answer) answers.push(answer);
   };
@@ -97,9 +99,10 @@ def ask(page, prompt: str):
 
 
 def wait_until_answer_longer_than(turn, length: int, timeout=ANSWER_MS) -> str:
+    # By id, not by element: the answer element is replaced when a follow starts and when the answer is rendered.
     turn.locator(".answer").page.wait_for_function(
-        "([el, n]) => el.textContent.length > n",
-        arg=[turn.locator(".answer").element_handle(), length],
+        "([id, n]) => { const el = document.getElementById(id); return !!el && el.textContent.length > n; }",
+        arg=[turn.locator(".answer").get_attribute("id"), length],
         timeout=timeout,
     )
     return turn.locator(".answer").text_content()
@@ -109,6 +112,12 @@ def wait_until_finished(turn):
     from playwright.sync_api import expect
 
     expect(turn.locator("button.stop")).to_have_count(0, timeout=ANSWER_MS)
+    expect(turn.locator(".answer > .markdown")).to_have_count(1)  # the streamed text, replaced by its rendering
+
+
+def markdown_source(turn) -> str:
+    """The answer as the model wrote it (what its Copy button copies), not as rendered."""
+    return turn.locator(".answer-foot template").evaluate("template => template.content.textContent")
 
 
 def test_sign_up_lands_on_a_new_chat_with_the_local_model_selected(page, live_server_url):
@@ -145,13 +154,14 @@ def test_a_question_streams_into_the_page_and_becomes_a_titled_chat(page, live_s
     assert "Generating…" in statuses, statuses
     expect(turn.locator(".status")).to_have_text("")
 
-    # The answer streamed in: the page showed it growing, each step extending the last, before it was complete.
+    # The answer streamed in: the page showed it growing, each step extending the last, before it was complete
+    # and rendered.
     answer = turn.locator(".answer").text_content()
     assert answer.strip()
     shown = [text for text in page.evaluate("window.__qnx.answers") if text]
     assert len(shown) >= 2, shown
     assert all(later.startswith(earlier) and len(later) > len(earlier) for earlier, later in pairwise(shown))
-    assert shown[-1] == answer
+    assert markdown_source(turn).startswith(shown[-1])
 
     # The address bar moved to the new chat, which the sidebar lists under the prompt as its title.
     expect(page).to_have_url(CHAT_URL)
@@ -193,7 +203,8 @@ def test_reloading_during_an_answer_shows_it_complete_after_the_reload(page):
     wait_until_finished(turn)
     expect(turn.locator(".status")).to_have_text("")
     final = turn.locator(".answer").text_content()
-    assert final.startswith(before_reload) and len(final) > len(before_reload)
+    source = markdown_source(turn)
+    assert source.startswith(before_reload) and len(source) > len(before_reload)
 
     page.reload()
     expect(page.locator("article.turn .answer").last).to_have_text(final)

@@ -68,12 +68,14 @@ def test_markers_naming_a_source_link_to_it_and_everything_else_stays_escaped_te
     html = render_answer("q", 'See [1] and [2][W1], or [1, W1]. Not [3] nor [x]. <script>alert("x")</script>', sources)
 
     assert html == (
-        'See [<a class="cite" href="#source-q-1">1</a>] and [<a class="cite" href="#source-q-2">2</a>]'
-        '[<a class="cite" href="#source-q-W1">W1</a>], or [<a class="cite" href="#source-q-1">1</a>, '
-        '<a class="cite" href="#source-q-W1">W1</a>]. Not [3] nor [x]. '
-        "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;"
+        '<div class="markdown"><p>See [<a class="cite" href="#source-q-1" rel="noopener nofollow">1</a>] and '
+        '[<a class="cite" href="#source-q-2" rel="noopener nofollow">2</a>]'
+        '[<a class="cite" href="#source-q-W1" rel="noopener nofollow">W1</a>], or '
+        '[<a class="cite" href="#source-q-1" rel="noopener nofollow">1</a>, '
+        '<a class="cite" href="#source-q-W1" rel="noopener nofollow">W1</a>]. Not [3] nor [x]. '
+        '&lt;script&gt;alert("x")&lt;/script&gt;</p>\n</div>'
     )
-    assert render_answer("q", "<b>[1]</b>", None) == "&lt;b&gt;[1]&lt;/b&gt;"
+    assert render_answer("q", "<b>[1]</b>", None) == '<div class="markdown"><p>&lt;b&gt;[1]&lt;/b&gt;</p>\n</div>'
 
 
 # --- the chat page ---------------------------------------------------------------------------------------------
@@ -180,8 +182,8 @@ async def test_the_socket_fragments_fill_the_source_list_and_link_the_finished_a
     frames = await framer.frames("q1", {"type": "complete", "status": "complete", "query": query, "usage": None})
     (answer,) = [f for f in frames if 'id="answer-q1"' in f]
     assert answer == (
-        '<div id="answer-q1" class="answer" hx-swap-oob="outerHTML">'
-        'Per [<a class="cite" href="#source-q1-W1">W1</a>].</div>'
+        '<div id="answer-q1" class="answer" hx-swap-oob="outerHTML"><div class="markdown">'
+        '<p>Per [<a class="cite" href="#source-q1-W1" rel="noopener nofollow">W1</a>].</p>\n</div></div>'
     )
 
 

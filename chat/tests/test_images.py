@@ -106,7 +106,8 @@ async def test_the_web_ui_shows_the_image_when_the_turn_completes(painter, owner
 
     settings.MEDIA_ROOT = tmp_path
     image = {"key": "k", "previewUrl": "/p?inline=1", "downloadUrl": "/d"}
-    event = {"type": "complete", "status": "complete", "query": {"chatId": "c", "metadata": {"images": [image]}}}
+    query = {"chatId": "c", "response": "Here is your image.", "model": "dall-e-3", "metadata": {"images": [image]}}
+    event = {"type": "complete", "status": "complete", "query": query}
 
     frames = await HtmxFramer(owner).frames("q1", event)
 

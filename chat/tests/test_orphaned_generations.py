@@ -8,28 +8,26 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from billing import quota
-from billing.models import UsageEntry, UsagePeriod
+from billing import charges
+from billing.models import Charge, UsageEntry, UsagePeriod
 from chat import generations
-from chat.models import RESERVATION_KEY, Chat, ChatQuery
+from chat.models import Chat, ChatQuery
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def orphan(owner, response="half an ans", age_seconds=60, reservation=None) -> ChatQuery:
+async def orphan(owner, response="half an ans", age_seconds=60, holds=()) -> ChatQuery:
+    """A query left streaming by a dead instance, holding charges of `holds` (kinds) it never settled."""
     chat = await Chat.objects.acreate(owner=owner, title="Old", model="scripted-model")
-    metadata = {}
-    if reservation is not None:
-        held = {"periodId": reservation.period_id, "kind": reservation.kind, "amount": reservation.amount}
-        metadata[RESERVATION_KEY] = held
     query = await ChatQuery.objects.acreate(
         chat=chat,
         prompt="Before the crash",
         model="scripted-model",
         response=response,
         status="streaming",
-        metadata=metadata,
     )
+    if holds:
+        await sync_to_async(charges.do_reserve)(owner, list(holds), chat_query_id=query.pk)
     await ChatQuery.objects.filter(pk=query.pk).aupdate(created_at=timezone.now() - dt.timedelta(seconds=age_seconds))
     return query
 
@@ -95,9 +93,12 @@ async def chats_used(user) -> int:
     return await UsagePeriod.objects.filter(user=user).values_list("chats_used", flat=True).aget()
 
 
+async def charge_states(query) -> list[tuple[str, str]]:
+    return [(c.kind, c.state) async for c in Charge.objects.filter(chat_query_id=query.pk).order_by("id")]
+
+
 async def test_an_orphan_that_produced_nothing_gets_its_quota_back(scripted, owner):
-    reservation = await sync_to_async(quota.reserve)(owner, "chat")
-    query = await orphan(owner, response="", reservation=reservation)
+    query = await orphan(owner, response="", holds=["chat"])
     assert await chats_used(owner) == 1
 
     await generations.sweep_orphans(older_than_seconds=10)
@@ -105,11 +106,11 @@ async def test_an_orphan_that_produced_nothing_gets_its_quota_back(scripted, own
 
     assert await chats_used(owner) == 0
     assert not await UsageEntry.objects.filter(chat_query_id=query.pk).aexists()
+    assert await charge_states(query) == [("chat", "released")]
 
 
 async def test_an_orphan_with_a_partial_answer_stays_charged_with_estimated_tokens_in_the_ledger(scripted, owner):
-    reservation = await sync_to_async(quota.reserve)(owner, "chat")
-    query = await orphan(owner, response="x" * 30, reservation=reservation)
+    query = await orphan(owner, response="x" * 30, holds=["chat"])
 
     await generations.sweep_orphans(older_than_seconds=10)
     await generations.sweep_orphans(older_than_seconds=10)
@@ -119,7 +120,19 @@ async def test_an_orphan_with_a_partial_answer_stays_charged_with_estimated_toke
     assert (entry.action, entry.model, entry.output_tokens) == ("chat", "scripted-model", 10)  # 30 bytes / 3
     saved = await ChatQuery.objects.aget(pk=query.pk)
     assert saved.metadata["usage"]["estimated"] is True
-    assert RESERVATION_KEY not in saved.as_dict()["metadata"]  # server-side bookkeeping never reaches clients
+    charge = await Charge.objects.aget(chat_query_id=query.pk)
+    assert (charge.state, charge.entry_id) == ("settled", entry.pk)  # charged once, by the ledger row above
+    assert not any(key.startswith("_") for key in saved.metadata)  # no server bookkeeping in the client's JSON
+
+
+async def test_an_orphan_gives_back_the_files_and_web_search_it_never_settled(scripted, owner):
+    query = await orphan(owner, response="partial", holds=["chat", "file_rag", "web_search"])
+
+    await generations.sweep_orphans(older_than_seconds=10)
+
+    assert await charge_states(query) == [("chat", "settled"), ("file_rag", "released"), ("web_search", "released")]
+    period = await UsagePeriod.objects.aget(user=owner)
+    assert (period.chats_used, period.file_rag_used, period.web_searches_used) == (1, 0, 0)
 
 
 async def test_a_normal_turn_notes_its_reservation_and_settles_it_itself(scripted, owner):
@@ -127,8 +140,7 @@ async def test_a_normal_turn_notes_its_reservation_and_settles_it_itself(scripte
     async for _ in generations.follow(query.pk):
         pass
 
-    saved = await ChatQuery.objects.aget(pk=query.pk)
-    assert saved.metadata[RESERVATION_KEY]["kind"] == "chat"
+    assert await charge_states(query) == [("chat", "settled")]
     assert await UsageEntry.objects.filter(chat_query_id=query.pk, action="chat").acount() == 1
     assert await generations.sweep_orphans(older_than_seconds=0) == 0
 
@@ -149,4 +161,5 @@ async def test_a_cancelled_generation_ends_its_row_so_nothing_settles_it_twice(s
     saved = await ChatQuery.objects.aget(pk=query.pk)
     assert (saved.status, saved.response) == ("stopped", "one two ")
     assert await UsageEntry.objects.filter(chat_query_id=query.pk, action="chat").acount() == 1
+    assert await charge_states(query) == [("chat", "settled")]
     assert await generations.sweep_orphans(older_than_seconds=0) == 0

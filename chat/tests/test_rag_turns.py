@@ -3,6 +3,7 @@ progress shown while they are read, and grounding that keeps its place when the 
 
 import asyncio
 import threading
+import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -12,7 +13,7 @@ from billing.models import Product, UsagePeriod
 from chat import grounding
 from chat.grounding import Grounding
 from chat.models import ChatQuery
-from chat.pipeline import _BuildContext
+from chat.pipeline import History, TurnMessages
 from chat.websearch import WebResult
 from core.tokens import estimate_message_tokens
 from rag.models import Document
@@ -169,13 +170,16 @@ async def test_the_turn_keeps_streaming_other_work_while_a_file_is_read(scripted
 # --- fitting grounding into the model's context ----------------------------------------------------------------
 
 
+CHAT_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
+
+
 def hit(n: int, text: str) -> Hit:
     return Hit(chunk_id=n, document_id=1, document_name="big.pdf", page=n, heading="", text=text, score=1.0 / n)
 
 
 def test_grounding_sheds_its_least_relevant_items_first_and_keeps_numbers():
     grounding = Grounding(
-        "chat-id",
+        CHAT_ID,
         hits=[hit(n, f"Fact number {n}. " * 30) for n in range(1, 5)],
         web=[WebResult(f"Result {n}", "A snippet. " * 20, f"https://example.com/{n}") for n in range(1, 3)],
         web_query="facts",
@@ -206,13 +210,15 @@ def test_history_leaves_the_window_before_grounding(owner, make_chat):
     chat = make_chat(owner, [*turns, ("What is the door code?", "")])
     query = chat.queries.order_by("created_at").last()
     query.chat = chat
-    context = _BuildContext(query)
-    context.turns = [
-        ({"role": "user", "content": q.prompt}, {"role": "assistant", "content": q.response})
-        for q in chat.queries.order_by("created_at")
-        if q.response
-    ]
-    context.grounding = Grounding(chat.pk, hits=[hit(n, f"Excerpt {n}. " + "text " * 40) for n in range(1, 4)])
+    history = History(
+        tuple(
+            ({"role": "user", "content": q.prompt}, {"role": "assistant", "content": q.response})
+            for q in chat.queries.order_by("created_at")
+            if q.response
+        )
+    )
+    grounding_ = Grounding(chat.pk, hits=[hit(n, f"Excerpt {n}. " + "text " * 40) for n in range(1, 4)])
+    context = TurnMessages.of(query, history, grounding_)
     budget = 900
 
     messages, dropped = context.for_budget(budget)
@@ -230,6 +236,6 @@ def test_history_leaves_the_window_before_grounding(owner, make_chat):
 
 
 def test_a_sources_snippet_is_one_line_with_the_heading_kept_apart_from_its_text():
-    grounding_ = Grounding("chat-id", hits=[hit(1, "# Access\nThe door code is 4471.\n\nVisitors sign in.")])
+    grounding_ = Grounding(CHAT_ID, hits=[hit(1, "# Access\nThe door code is 4471.\n\nVisitors sign in.")])
 
     assert grounding_.sources()[0]["snippet"] == "Access — The door code is 4471. Visitors sign in."

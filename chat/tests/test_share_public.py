@@ -249,3 +249,23 @@ def test_refused_lookups_count_too(db, clock):
         assert public_api("6f1c1a8e-0000-4000-8000-000000000000", REMOTE_ADDR="203.0.113.9").status_code == 404
 
     assert public_api("6f1c1a8e-0000-4000-8000-000000000000", REMOTE_ADDR="203.0.113.9").status_code == 429
+
+
+def test_the_public_page_renders_answers_as_markdown_and_prompts_as_text(owner, make_chat):
+    from chat.tests.test_pages import MARKDOWN_ANSWER, MARKDOWN_PROMPT, Elements, assert_no_live_markup
+
+    chat = make_chat(owner, [(MARKDOWN_PROMPT, MARKDOWN_ANSWER)], title="Recipe")
+    Chat.objects.filter(pk=chat.pk).update(shared=True)
+
+    html = Client().get(f"/share/{chat.pk}/").content.decode()
+    doc = Elements(html)
+
+    assert [text for _, text in doc.find("h2")] == ["Steps"]
+    assert doc.find("code", class_="language-python") and doc.find("button", class_="copy-code")
+    assert doc.find("table") and doc.find(class_="math math-inline")
+    ((_, answer),) = doc.find("div", class_="answer")
+    assert answer.endswith("<script>alert(1)</script> <img src=x onerror=alert(1)> [x](javascript:alert(1))")
+    assert_no_live_markup(doc)
+    ((_, prompt),) = doc.find("div", class_="prompt")
+    assert prompt == " ".join(MARKDOWN_PROMPT.split())
+    assert any(attrs["src"].endswith("/katex.min.js") for attrs, _ in doc.find("script"))

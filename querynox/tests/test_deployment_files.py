@@ -113,8 +113,12 @@ def host_path_for(service: dict, container_path: str) -> Path:
     raise AssertionError(f"{container_path} is not inside any bind mount of {service.get('image')}: {service}")
 
 
+# daphne with request bodies bounded (querynox/server.py); plain `daphne` would buffer and parse any body.
+SERVER_COMMAND = ["python", "-m", "querynox.server"]
+
+
 def daphne_port(command: list[str]) -> int:
-    assert command[0] == "daphne", command
+    assert command[:3] == SERVER_COMMAND, command
     return int(command[command.index("-p") + 1])
 
 
@@ -385,6 +389,32 @@ def test_the_proxy_forwards_to_the_app_and_hides_metrics():
     assert "--proxy-headers" in services["app"]["command"]  # the client address nginx forwards is used
 
 
+NGINX_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 * 1024, "g": 1024 * 1024 * 1024}
+
+
+def test_the_proxys_body_limit_is_just_above_the_apps():
+    from querynox.body_limits import largest_limit
+
+    services = raw_compose()["services"]
+    config = host_path_for(services["proxy"], "/etc/nginx/conf.d/default.conf").read_text()
+    number, unit = re.search(r"client_max_body_size (\d+)([kmg]?);", config, re.IGNORECASE).groups()
+    proxy_limit = int(number) * NGINX_SIZE_UNITS[unit.lower()]
+
+    # Above: an upload the app accepts is never cut off by nginx. Just above (within 1 MB): nginx does not stream
+    # bodies the app refuses anyway, so the two move together.
+    assert largest_limit() <= proxy_limit <= largest_limit() + 1024 * 1024, (proxy_limit, largest_limit())
+
+
+def test_every_way_of_starting_the_server_bounds_request_bodies():
+    makefile = (ROOT / "Makefile").read_text()
+    live = (ROOT / "testsupport" / "live.py").read_text()
+
+    assert re.search(r"\$\(PY\) -m querynox\.server -b \$\(HOST\) -p \$\(PORT\) querynox\.asgi:application", makefile)
+    assert "bin/daphne" not in makefile
+    assert '"querynox.server"' in live and '"daphne",' not in live
+    # compose.yaml and the Dockerfile: daphne_port() in the tests above insists on SERVER_COMMAND.
+
+
 def test_alloy_ships_the_app_logs_to_loki():
     services = raw_compose()["services"]
     alloy = host_path_for(services["alloy"], "/etc/alloy/config.alloy").read_text()
@@ -419,7 +449,7 @@ def test_dockerfile_builds_a_non_root_daphne_image_with_tesseract_and_a_working_
     last_user = [args for keyword, args in instructions if keyword == "USER"][-1]
     assert last_user.split(":")[0] not in {"root", "0"}
     command = json.loads(arguments["CMD"][-1])
-    assert command[0] == "daphne" and command[-1] == "querynox.asgi:application"
+    assert command[:3] == SERVER_COMMAND and command[-1] == "querynox.asgi:application"
     assert daphne_port(command) == port
     (entrypoint,) = json.loads(arguments["ENTRYPOINT"][-1])
     assert os.access(ROOT / Path(entrypoint).relative_to("/app"), os.X_OK), "COPY keeps the mode: it must be +x"
@@ -515,6 +545,7 @@ def test_entrypoint_on_a_replica_skips_migrations_and_accepts_its_own_address_as
     except OSError as exc:
         pytest.skip(f"this machine's hostname does not resolve ({exc})")
     env = {"MIGRATE_ON_START": "false", "ALLOWED_HOSTS_ADD_CONTAINER_IP": "true", "ALLOWED_HOSTS": "chat.example"}
+    env["SECRET_KEY"] = "a-secret-key-for-the-entrypoint-test"  # a real host: the built-in key is refused
     result = run_entrypoint(tmp_path, env, "sh", "-c", 'echo "ALLOWED_HOSTS=$ALLOWED_HOSTS"')
 
     assert result.returncode == 0, result.stderr

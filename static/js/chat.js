@@ -1,13 +1,72 @@
-// Small behaviours htmx does not cover: Enter to send, clearing the prompt once the server accepted it,
-// keeping the address bar on the current chat, and following the newest tokens.
+// Small behaviours htmx does not cover: the keyboard (Enter sends, Shift+Enter adds a line, Escape stops the
+// running answer or closes the sidebar, Up in an empty composer edits the last prompt), the collapsible sidebar,
+// clearing the prompt once the server accepted it, keeping the address bar on the current chat, and following the
+// newest tokens.
 (function () {
   "use strict";
 
+  function sidebarOpen() {
+    var app = document.querySelector(".app");
+    return !!app && app.classList.contains("sidebar-open");
+  }
+
+  function setSidebar(open) {
+    var app = document.querySelector(".app");
+    var toggle = document.getElementById("sidebar-toggle");
+    if (!app || !toggle) return;
+    app.classList.toggle("sidebar-open", open);
+    toggle.setAttribute("aria-expanded", open ? "true" : "false");
+    if (open) {
+      var first = document.querySelector("#sidebar a, #sidebar button");
+      if (first) first.focus();
+    } else if (document.activeElement && document.activeElement.closest("#sidebar")) {
+      toggle.focus();
+    }
+  }
+
+  document.addEventListener("click", function (event) {
+    if (!event.target.closest) return;
+    if (event.target.closest("#sidebar-toggle")) {
+      setSidebar(!sidebarOpen());
+    } else if (sidebarOpen() && event.target.closest(".sidebar-scrim")) {
+      setSidebar(false);
+    }
+  });
+
+  function lastRunningStop() {
+    var stops = document.querySelectorAll("#messages article.turn button.stop");
+    return stops.length ? stops[stops.length - 1] : null;
+  }
+
   document.addEventListener("keydown", function (event) {
     var target = event.target;
-    if (target.id === "prompt" && event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    if (event.isComposing) return;
+    if (target.id === "prompt" && event.key === "Enter" && !event.shiftKey) {
       event.preventDefault();
       if (target.value.trim()) target.form.requestSubmit();
+      return;
+    }
+    if (event.key === "Escape") {
+      if (target.closest && target.closest(".prompt-editor")) return; // the editor's own Escape (branches.js)
+      if (sidebarOpen()) {
+        setSidebar(false);
+        event.preventDefault();
+        return;
+      }
+      var stop = lastRunningStop();
+      if (stop) {
+        event.preventDefault();
+        stop.click();
+      }
+      return;
+    }
+    if (target.id === "prompt" && event.key === "ArrowUp" && !target.value && !event.shiftKey) {
+      // The edit itself belongs to the last turn's own edit button (.edit-prompt), wherever it is rendered.
+      var edits = document.querySelectorAll("#messages article.turn .edit-prompt");
+      if (edits.length) {
+        event.preventDefault();
+        edits[edits.length - 1].click();
+      }
     }
   });
 

@@ -1,0 +1,40 @@
+"""How large a request body may be, by path: the one rule the server layer (querynox/server.py, before Twisted
+buffers anything) and the ASGI wrapper (core/bodylimit.py, before Django reads anything) both apply.
+
+Most requests carry a few fields, so MAX_REQUEST_BYTES (Django's DATA_UPLOAD_MAX_MEMORY_SIZE) bounds them. The
+endpoints that take files (a turn with `files`, the composer's attachments) may carry RAG_MAX_REQUEST_BYTES of files
+plus the non-file fields and multipart framing, the same allowance chat/api.py's multipart check makes. The
+precise per-file and per-request messages stay with the app; this bound only keeps oversized bodies out of memory.
+"""
+
+import re
+from urllib.parse import unquote
+
+from django.conf import settings
+
+from rag.files import format_bytes
+
+# The turn endpoints (/api/v1/chat, …/stream, /api/v1/chat/<id>, …/<id>/stream) and the composer's attachments.
+UPLOAD_PATHS = re.compile(r"/api/v1/chat(?:/[^/]+)?(?:/stream)?/?|/chat/attachments/?")
+
+
+def upload_limit() -> int:
+    return settings.RAG_MAX_REQUEST_BYTES + settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+
+def largest_limit() -> int:
+    """The most any path accepts (deploy/proxy/nginx.conf's client_max_body_size must stay at or above it)."""
+    return max(upload_limit(), settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+
+
+def request_body_limit(path: str) -> int:
+    """The most bytes a request body to this path may have (path as sent, without the query string)."""
+    if UPLOAD_PATHS.fullmatch(unquote(path)):
+        return upload_limit()
+    return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+
+def too_large_message(size: int | None, limit: int) -> str:
+    """What a refused client is told; size is None when the body is chunked and was cut off at the limit."""
+    sent = "is over" if size is None else f"is {format_bytes(size)}; the limit is"
+    return f"The request body {sent} {format_bytes(limit)} for this endpoint."
