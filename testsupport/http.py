@@ -89,3 +89,10 @@ def _parse_sse_frame(frame: str) -> dict | None:
     if event_id is not None:
         event["id"] = event_id
     return event
+
+
+async def stream_turn(client, key, payload, path="/api/v1/chat/stream"):
+    response = await client.post(path, payload, content_type="application/json", headers=bearer(key))
+    assert response.status_code == 200, getattr(response, "content", b"")
+    assert response["Content-Type"].startswith("text/event-stream")
+    return parse_sse(await read_streaming(response))

@@ -5,12 +5,11 @@ http://127.0.0.1:8399 against :8300) is refused at the handshake; bearer-token s
 import json
 
 import pytest
-from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from accounts.auth import origin_trusted_by_csrf
 from chat.models import Chat
-from querynox.asgi import application
+from testsupport.sockets import chat_socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,14 +24,7 @@ def owner_cookie(owner) -> bytes:
 
 
 def socket(origin: bytes | None, cookie: bytes | None = None, key: str | None = None, host: bytes = HOST):
-    headers = [(b"host", host)]
-    if origin is not None:
-        headers.append((b"origin", origin))
-    if cookie:
-        headers.append((b"cookie", cookie))
-    if key:
-        headers.append((b"authorization", f"Bearer {key}".encode()))
-    return WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+    return chat_socket(key, origin=origin, cookie=cookie, host=host)
 
 
 async def run_turn(comm) -> list[dict]:

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from chat.models import ChatQuery
-from chat.tests.test_pages import Elements
-from chat.tests.test_websocket import communicator
+from testsupport.html import Elements
 from testsupport.scripted import SCRIPTED_MODEL
+from testsupport.sockets import chat_socket, frames_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,19 +32,10 @@ async def htmx_turn(comm, prompt="Explain", **extra) -> str:
     return await comm.receive_from(timeout=5)
 
 
-async def frames_until(comm, marker: str, limit=500) -> list[str]:
-    frames = []
-    for _ in range(limit):
-        frames.append(await comm.receive_from(timeout=5))
-        if marker in frames[-1]:
-            return frames
-    raise AssertionError(f"no frame with {marker!r} in {limit} frames")
-
-
 async def read_to_the_end(comm) -> list[str]:
     """Frames up to the sidebar refresh that follows the footer (the last fragments of a finished answer)."""
-    frames = await frames_until(comm, 'id="answer-foot-')
-    frames += await frames_until(comm, 'id="chat-list"')
+    frames = await frames_until(comm, 'id="answer-foot-', timeout=5)
+    frames += await frames_until(comm, 'id="chat-list"', timeout=5)
     return frames
 
 
@@ -62,7 +53,7 @@ def assert_inert(frames: list[str]):
 
 async def test_streamed_text_is_escaped_and_the_finished_answer_replaces_it_rendered(scripted, owner_key):
     scripted.tokens = MARKDOWN_TOKENS
-    comm = communicator(owner_key)
+    comm = chat_socket(owner_key)
     await comm.connect()
     started = await htmx_turn(comm)
     frames = [started, *await read_to_the_end(comm)]
@@ -106,12 +97,12 @@ async def test_streamed_text_is_escaped_and_the_finished_answer_replaces_it_rend
 async def test_a_stopped_answer_is_rendered_too(scripted, owner_key):
     scripted.tokens = ["**bold** ", "then ", "more ", "text"]
     scripted.hold_at(2)
-    comm = communicator(owner_key)
+    comm = chat_socket(owner_key)
     await comm.connect()
     await htmx_turn(comm)
-    await frames_until(comm, 'hx-swap-oob="beforeend:#answer-')
+    await frames_until(comm, 'hx-swap-oob="beforeend:#answer-', timeout=5)
     query = await ChatQuery.objects.aget()
-    await frames_until(comm, "then ")
+    await frames_until(comm, "then ", timeout=5)
 
     await comm.send_json_to({"action": "stop", "queryId": str(query.pk)})
     frames = await read_to_the_end(comm)
@@ -125,11 +116,11 @@ async def test_a_stopped_answer_is_rendered_too(scripted, owner_key):
 async def test_a_failed_answer_shows_its_partial_text_rendered_with_the_error(scripted, owner_key):
     scripted.tokens = ["Partial *answer* ", "and ", "never this"]
     scripted.fail_after = (2, "the provider broke")
-    comm = communicator(owner_key)
+    comm = chat_socket(owner_key)
     await comm.connect()
     await htmx_turn(comm)
 
-    frames = await frames_until(comm, 'id="answer-foot-')
+    frames = await frames_until(comm, 'id="answer-foot-', timeout=5)
     query = await ChatQuery.objects.aget()
 
     (status, message) = oob(frames, f"status-{query.pk}")[-1]
@@ -144,11 +135,11 @@ async def test_a_failed_answer_shows_its_partial_text_rendered_with_the_error(sc
 
 async def test_a_failure_before_any_text_leaves_the_empty_answer_alone(scripted, owner_key):
     scripted.fail_before_first = "no provider answered"
-    comm = communicator(owner_key)
+    comm = chat_socket(owner_key)
     await comm.connect()
     await htmx_turn(comm)
 
-    frames = await frames_until(comm, 'class="turn-controls" hx-swap-oob="outerHTML"')
+    frames = await frames_until(comm, 'class="turn-controls" hx-swap-oob="outerHTML"', timeout=5)
     query = await ChatQuery.objects.aget()
 
     assert "no provider answered" in "".join(frames)
@@ -158,7 +149,7 @@ async def test_a_failure_before_any_text_leaves_the_empty_answer_alone(scripted,
 
 async def test_following_a_finished_answer_replays_it_and_renders_it(scripted, owner_key):
     scripted.tokens = ["Use `x < y`", " here."]
-    comm = communicator(owner_key)
+    comm = chat_socket(owner_key)
     await comm.connect()
     await htmx_turn(comm)
     await read_to_the_end(comm)
@@ -176,7 +167,7 @@ async def test_following_a_finished_answer_replays_it_and_renders_it(scripted, o
 
 async def test_json_clients_still_get_raw_markdown(scripted, owner_key):
     scripted.tokens = ["**bold**"]
-    comm = communicator(owner_key)
+    comm = chat_socket(owner_key)
     await comm.connect()
     await comm.send_json_to({"prompt": "Say it"})
 

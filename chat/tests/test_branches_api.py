@@ -8,6 +8,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from chat.models import ChatQuery
+from testsupport.chats import branched_chat, queries_of
 from testsupport.http import ServerAsyncClient, bearer, parse_sse, read_streaming
 
 transactional = pytest.mark.django_db(transaction=True)
@@ -19,21 +20,6 @@ async def post(key, path, payload=None):
     headers = bearer(key) if key else {}
     body = payload if payload is not None else {}
     return await ServerAsyncClient().post(path, body, content_type="application/json", headers=headers)
-
-
-def queries_of(chat):
-    return list(ChatQuery.objects.filter(chat=chat).order_by("created_at"))
-
-
-def branched_chat(make_chat, owner):
-    """Q1 → (Q2 → Q3 | Q2b): turn 2 has two versions, the second shown."""
-    chat = make_chat(owner, [("Q1", "A1"), ("Q2", "A2"), ("Q3", "A3")])
-    q1, q2, q3 = queries_of(chat)
-    ChatQuery.objects.filter(pk=q2.pk).update(selected=False)
-    q2b = ChatQuery.objects.create(
-        chat=chat, parent=q1, prompt="Q2", response="A2b", model=chat.model, status="complete"
-    )
-    return chat, q1, q2, q3, q2b
 
 
 # --- regenerate and edit ---------------------------------------------------------------------------------------

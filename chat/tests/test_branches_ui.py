@@ -8,13 +8,13 @@ from html.parser import HTMLParser
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from chat.models import ChatQuery
-from querynox.asgi import application
+from testsupport.chats import branched_chat, queries_of
+from testsupport.sockets import chat_socket, frames_until
 
 UNKNOWN_ID = "6f1c1a8e-0000-4000-8000-000000000000"
 
@@ -37,19 +37,7 @@ class Tags(HTMLParser):
         return [attrs["id"][5:] for tag, attrs in self.tags if tag == "article" and attrs.get("id", "")[:5] == "turn-"]
 
 
-def queries_of(chat):
-    return list(ChatQuery.objects.filter(chat=chat).order_by("created_at"))
-
-
-def branched_chat(make_chat, owner):
-    """Q1 → (Q2 → Q3 | Q2b): turn 2 has two versions, the second shown."""
-    chat = make_chat(owner, [("Q1", "Answer one"), ("Q2", "Answer two"), ("Q3", "Answer three")])
-    q1, q2, q3 = queries_of(chat)
-    ChatQuery.objects.filter(pk=q2.pk).update(selected=False)
-    q2b = ChatQuery.objects.create(
-        chat=chat, parent=q1, prompt="Q2", response="Answer two again", model=chat.model, status="complete"
-    )
-    return chat, q1, q2, q3, q2b
+UI_ANSWERS = ("Answer one", "Answer two", "Answer three", "Answer two again")
 
 
 # --- the chat page ---------------------------------------------------------------------------------------------
@@ -57,7 +45,7 @@ def branched_chat(make_chat, owner):
 
 @pytest.mark.django_db
 def test_the_page_shows_the_branch_selected_with_versions_controls(owner, owner_client, make_chat):
-    chat, q1, q2, q3, q2b = branched_chat(make_chat, owner)
+    chat, q1, q2, q3, q2b = branched_chat(make_chat, owner, UI_ANSWERS)
 
     html = owner_client.get(f"/chat/{chat.pk}/").content.decode()
     tags = Tags(html)
@@ -95,7 +83,7 @@ def test_a_turn_still_streaming_has_no_edit_or_regenerate(owner, owner_client, m
 
 @pytest.mark.django_db(transaction=True)
 def test_selecting_a_version_swaps_the_turn_and_the_conversation_below_it(owner, owner_client, make_chat):
-    chat, q1, q2, q3, q2b = branched_chat(make_chat, owner)
+    chat, q1, q2, q3, q2b = branched_chat(make_chat, owner, UI_ANSWERS)
 
     response = owner_client.post(f"/chat/{chat.pk}/queries/{q2.pk}/select/")
 
@@ -119,7 +107,7 @@ def test_selecting_a_version_swaps_the_turn_and_the_conversation_below_it(owner,
 def test_select_refuses_other_users_anonymous_visitors_gets_and_bad_ids(
     owner, owner_client, other, other_client, make_chat
 ):
-    chat, q1, q2, q3, q2b = branched_chat(make_chat, owner)
+    chat, q1, q2, q3, q2b = branched_chat(make_chat, owner, UI_ANSWERS)
     elsewhere = queries_of(make_chat(owner, [("Other chat", "Its answer")]))[0]
     own_chat = make_chat(other, [("Mine", "Yes")])
 
@@ -137,7 +125,7 @@ def test_select_refuses_other_users_anonymous_visitors_gets_and_bad_ids(
 
 @pytest.mark.django_db
 def test_select_needs_the_csrf_token(owner, make_chat):
-    chat, q1, q2, q3, q2b = branched_chat(make_chat, owner)
+    chat, q1, q2, q3, q2b = branched_chat(make_chat, owner, UI_ANSWERS)
     client = Client(enforce_csrf_checks=True)
     client.force_login(owner)
 
@@ -156,7 +144,7 @@ def test_select_needs_the_csrf_token(owner, make_chat):
 def test_edit_opens_an_inline_editor_that_sends_over_the_socket_and_cancel_puts_the_prompt_back(
     owner, owner_client, make_chat
 ):
-    chat, q1, q2, q3, q2b = branched_chat(make_chat, owner)
+    chat, q1, q2, q3, q2b = branched_chat(make_chat, owner, UI_ANSWERS)
 
     editor = owner_client.get(f"/chat/{chat.pk}/queries/{q2b.pk}/edit/").content.decode()
 
@@ -179,7 +167,7 @@ def test_edit_opens_an_inline_editor_that_sends_over_the_socket_and_cancel_puts_
 def test_the_editor_and_prompt_refuse_other_users_and_anonymous_visitors(
     owner, other, other_client, make_chat
 ):
-    chat, q1, *_ = branched_chat(make_chat, owner)
+    chat, q1, *_ = branched_chat(make_chat, owner, UI_ANSWERS)
     own_chat = make_chat(other, [("Mine", "Yes")])
 
     for view in ("edit", "prompt"):
@@ -203,21 +191,6 @@ def test_prompts_stay_text_in_the_editor_and_the_block(owner, owner_client, make
 # --- the socket: regenerate and edit ---------------------------------------------------------------------------
 
 
-def communicator(key):
-    headers = [(b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000")]
-    if key:
-        headers.append((b"authorization", f"Bearer {key}".encode()))
-    return WebsocketCommunicator(application, "/ws/chat/", headers=headers)
-
-
-async def frames_until(comm, marker: str, timeout=10) -> list[str]:
-    received = []
-    while True:
-        received.append(await comm.receive_from(timeout=timeout))
-        if marker in received[-1]:
-            return received
-
-
 HTMX = {"HX-Request": "true"}
 
 
@@ -227,7 +200,7 @@ async def test_regenerate_from_the_page_replaces_the_turn_and_what_followed_it(s
     await sync_to_async(ChatQuery.objects.filter(pk__in=[q2b.pk]).update)(selected=False)
     await sync_to_async(ChatQuery.objects.filter(pk=q2.pk).update)(selected=True)  # Q1 → Q2 → Q3 shown
     scripted.tokens = ["A2 ", "anew"]
-    comm = communicator(owner_key)
+    comm = chat_socket(owner_key)
     await comm.connect()
 
     await comm.send_json_to({"action": "regenerate", "queryId": str(q2.pk), "HEADERS": HTMX})
@@ -248,7 +221,7 @@ async def test_regenerate_from_the_page_replaces_the_turn_and_what_followed_it(s
 @pytest.mark.django_db(transaction=True)
 async def test_edit_over_the_socket_as_json_answers_the_new_prompt(scripted, owner, owner_key, make_chat):
     chat, q1, q2, q3, q2b = await sync_to_async(branched_chat)(make_chat, owner)
-    comm = communicator(owner_key)
+    comm = chat_socket(owner_key)
     await comm.connect()
 
     await comm.send_json_to({"action": "edit", "queryId": str(q2b.pk), "prompt": "Q2, shorter"})
@@ -272,7 +245,7 @@ async def test_socket_versions_refuse_other_users_bad_input_and_turns_still_stre
     live = await ChatQuery.objects.aget(chat=live_chat)
 
     async def refusal(key, message) -> dict:
-        comm = communicator(key)
+        comm = chat_socket(key)
         await comm.connect()
         await comm.send_json_to(message)
         reply = json.loads(await comm.receive_from(timeout=10))
@@ -292,7 +265,7 @@ async def test_socket_versions_refuse_other_users_bad_input_and_turns_still_stre
     reply = await refusal(owner_key, {"action": "regenerate", "queryId": str(q2.pk), "chatId": str(live_chat.pk)})
     assert reply["message"] == "Answer not found."
     # The page's framer shows the refusal where the composer shows errors.
-    comm = communicator(owner_key)
+    comm = chat_socket(owner_key)
     await comm.connect()
     await comm.send_json_to({"action": "regenerate", "queryId": str(live.pk), "HEADERS": HTMX})
     frame = await comm.receive_from(timeout=10)
@@ -305,7 +278,7 @@ async def test_socket_versions_refuse_other_users_bad_input_and_turns_still_stre
 @pytest.mark.django_db(transaction=True)
 async def test_anonymous_sockets_cannot_regenerate(scripted, owner, make_chat):
     chat, q1, *_ = await sync_to_async(branched_chat)(make_chat, owner)
-    comm = communicator(None)
+    comm = chat_socket(None)
     await comm.connect()
 
     assert json.loads(await comm.receive_from())["code"] == "unauthenticated"
@@ -318,7 +291,7 @@ async def test_anonymous_sockets_cannot_regenerate(scripted, owner, make_chat):
 
 @pytest.mark.django_db
 def test_the_public_page_shows_the_branch_selected_without_controls(owner, make_chat):
-    chat, q1, q2, q3, q2b = branched_chat(make_chat, owner)
+    chat, q1, q2, q3, q2b = branched_chat(make_chat, owner, UI_ANSWERS)
     chat.shared = True
     chat.save()
 

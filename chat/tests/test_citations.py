@@ -7,9 +7,9 @@ from django.core.files.base import ContentFile
 from django.test import Client
 
 from chat.fragments import HtmxFramer, render_answer
-from chat.tests.test_pages import Elements
 from rag.models import Document
 from testsupport.files import make_text_pdf
+from testsupport.html import Elements
 
 PDF = make_text_pdf(["First page", "The door code is 4471."])
 

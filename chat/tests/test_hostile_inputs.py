@@ -4,25 +4,18 @@ Deeply nested JSON, a lone surrogate in a prompt, a socket message over 1 MB, an
 import json
 
 import pytest
-from channels.testing import WebsocketCommunicator
 from django.test import AsyncClient
 
 from chat.consumers import CLOSE_MESSAGE_TOO_BIG, MAX_FRAME_BYTES
 from chat.models import Chat, ChatQuery
-from querynox.asgi import application
 from querynox.server import WEBSOCKET_MAX_MESSAGE_BYTES
 from testsupport.http import bearer, parse_sse, read_streaming
+from testsupport.sockets import chat_socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 DEEP = "[" * 1000 + "]" * 1000  # 2 KB; json.loads recurses once per level
 LONE_SURROGATE_JSON = '{"prompt": "hello \\ud800 there"}'  # valid JSON, but not encodable as UTF-8
-
-
-def socket(key):
-    headers = [(b"host", b"127.0.0.1:8000"), (b"origin", b"http://127.0.0.1:8000")]
-    headers.append((b"authorization", f"Bearer {key}".encode()))
-    return WebsocketCommunicator(application, "/ws/chat/", headers=headers)
 
 
 async def post(key, path, body: str):
@@ -53,7 +46,7 @@ async def test_deeply_nested_json_in_a_toggle_body_is_a_400(owner, owner_key, ma
 
 
 async def test_deeply_nested_json_on_the_socket_is_an_error_frame_and_the_socket_lives_on(scripted, owner_key):
-    comm = socket(owner_key)
+    comm = chat_socket(owner_key)
     assert (await comm.connect())[0]
     await comm.send_to(text_data=DEEP)
     assert json.loads(await comm.receive_from()) == {
@@ -94,7 +87,7 @@ async def test_lone_surrogates_in_other_turn_fields_are_a_400(scripted, owner_ke
 
 
 async def test_a_lone_surrogate_on_the_socket_is_an_error_frame(scripted, owner_key):
-    comm = socket(owner_key)
+    comm = chat_socket(owner_key)
     await comm.connect()
     await comm.send_to(text_data=LONE_SURROGATE_JSON)
     event = json.loads(await comm.receive_from())
@@ -124,7 +117,7 @@ def test_our_message_limit_is_below_the_servers_so_the_consumer_answers_first():
 
 @pytest.mark.parametrize("size", [MAX_FRAME_BYTES + 1, 1_500_000])
 async def test_a_message_over_1_mb_gets_message_too_large_and_a_clean_close(scripted, owner_key, size):
-    comm = socket(owner_key)
+    comm = chat_socket(owner_key)
     await comm.connect()
     prompt = "x" * (size - len('{"prompt": ""}'))
     await comm.send_to(text_data=json.dumps({"prompt": prompt}))
@@ -136,7 +129,7 @@ async def test_a_message_over_1_mb_gets_message_too_large_and_a_clean_close(scri
 
 
 async def test_the_limit_counts_bytes_not_characters(scripted, owner_key):
-    comm = socket(owner_key)
+    comm = chat_socket(owner_key)
     await comm.connect()
     # 400,000 characters, 1,200,000 UTF-8 bytes.
     await comm.send_to(text_data=json.dumps({"prompt": "€" * 400_000}, ensure_ascii=False))
@@ -155,7 +148,7 @@ async def finished_turn(key) -> tuple[str, list[dict]]:
 @pytest.mark.parametrize("after", [-1, -3, "-2", 1.5, True, "x"])
 async def test_follow_on_the_socket_refuses_a_bad_after(scripted, owner_key, after):
     query_id, _ = await finished_turn(owner_key)
-    comm = socket(owner_key)
+    comm = chat_socket(owner_key)
     await comm.connect()
     await comm.send_json_to({"action": "follow", "queryId": query_id, "after": after})
     event = json.loads(await comm.receive_from())
@@ -166,7 +159,7 @@ async def test_follow_on_the_socket_refuses_a_bad_after(scripted, owner_key, aft
 
 async def test_follow_on_the_socket_from_0_replays_each_event_once(scripted, owner_key):
     query_id, streamed = await finished_turn(owner_key)
-    comm = socket(owner_key)
+    comm = chat_socket(owner_key)
     await comm.connect()
     await comm.send_json_to({"action": "follow", "queryId": query_id, "after": "0"})
     replayed = []

@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 
 from chat.markdown import render_markdown, stylesheet
-from chat.tests.test_pages import Elements
+from testsupport.html import Elements
 
 
 def elements(markdown: str, query_id="q", refs=()) -> Elements:

@@ -252,7 +252,7 @@ def test_refused_lookups_count_too(db, clock):
 
 
 def test_the_public_page_renders_answers_as_markdown_and_prompts_as_text(owner, make_chat):
-    from chat.tests.test_pages import MARKDOWN_ANSWER, MARKDOWN_PROMPT, Elements, assert_no_live_markup
+    from testsupport.html import MARKDOWN_ANSWER, MARKDOWN_PROMPT, Elements, assert_no_live_markup
 
     chat = make_chat(owner, [(MARKDOWN_PROMPT, MARKDOWN_ANSWER)], title="Recipe")
     Chat.objects.filter(pk=chat.pk).update(shared=True)

@@ -2,16 +2,9 @@ import pytest
 from django.test import AsyncClient
 
 from chat.models import ChatQuery
-from testsupport.http import bearer, parse_sse, read_streaming
+from testsupport.http import bearer, parse_sse, read_streaming, stream_turn
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def stream_turn(client, key, payload, path="/api/v1/chat/stream"):
-    response = await client.post(path, payload, content_type="application/json", headers=bearer(key))
-    assert response.status_code == 200, getattr(response, "content", b"")
-    assert response["Content-Type"].startswith("text/event-stream")
-    return parse_sse(await read_streaming(response))
 
 
 async def test_new_chat_streams_events_in_pipeline_order(scripted, owner_key):

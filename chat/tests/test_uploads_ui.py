@@ -6,7 +6,6 @@ import os
 import time
 
 import pytest
-from channels.testing import WebsocketCommunicator
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
@@ -14,10 +13,10 @@ from django.test import Client
 from billing.models import UsagePeriod
 from chat.models import ChatQuery
 from chat.services import ATTACHMENT_TTL
-from chat.tests.test_pages import Elements
-from querynox.asgi import application
 from rag.models import Document
 from testsupport.files import make_text_pdf, zip_bytes
+from testsupport.html import Elements
+from testsupport.sockets import chat_socket, frames_until
 
 HANDBOOK = make_text_pdf(["# Access\nThe door code for the back entrance is 4471."])
 
@@ -139,20 +138,6 @@ def test_the_composer_has_a_picker_that_posts_its_files_at_once(owner_client):
 # --- sending a message with staged files over the socket --------------------------------------------------------
 
 
-def communicator(key):
-    headers = [(b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000")]
-    headers.append((b"authorization", f"Bearer {key}".encode()))
-    return WebsocketCommunicator(application, "/ws/chat/", headers=headers)
-
-
-async def frames_until(comm, marker: str, timeout=30) -> list[str]:
-    received = []
-    while True:
-        received.append(await comm.receive_from(timeout=timeout))
-        if marker in received[-1]:
-            return received
-
-
 @pytest.mark.django_db(transaction=True)
 async def test_a_message_with_staged_files_reads_them_and_shows_sources(scripted, owner, owner_key):
     from asgiref.sync import sync_to_async
@@ -161,13 +146,13 @@ async def test_a_message_with_staged_files_reads_them_and_shows_sources(scripted
     client = Client()
     await sync_to_async(client.force_login)(owner)
     ((attachment_id, _),) = chips(await sync_to_async(attach)(client, pdf()))
-    comm = communicator(owner_key)
+    comm = chat_socket(owner_key)
     await comm.connect()
 
     await comm.send_json_to(
         {"prompt": "What is the door code?", "attachments": attachment_id, "HEADERS": {"HX-Request": "true"}}
     )
-    frames = await frames_until(comm, 'class="turn-controls" hx-swap-oob')  # cleared when the turn ends
+    frames = await frames_until(comm, 'class="turn-controls" hx-swap-oob', timeout=30)  # cleared when the turn ends
     await comm.disconnect()
 
     html = "".join(frames)
@@ -191,7 +176,7 @@ async def test_a_message_naming_someone_elses_or_an_expired_attachment_is_refuse
     client = Client()
     await sync_to_async(client.force_login)(owner)
     ((attachment_id, _),) = chips(await sync_to_async(attach)(client, pdf()))
-    comm = communicator(other_key)
+    comm = chat_socket(other_key)
     await comm.connect()
 
     await comm.send_json_to({"prompt": "Read it", "attachments": [attachment_id]})

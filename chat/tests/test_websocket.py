@@ -6,33 +6,18 @@ from channels.testing import WebsocketCommunicator
 
 from chat.models import ChatQuery
 from querynox.asgi import application
+from testsupport.sockets import chat_socket, events_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def communicator(key=None, origin=b"http://127.0.0.1:8000"):
-    headers = [(b"origin", origin), (b"host", b"127.0.0.1:8000")]
-    if key:
-        headers.append((b"authorization", f"Bearer {key}".encode()))
-    return WebsocketCommunicator(application, "/ws/chat/", headers=headers)
-
-
-async def receive_until(comm, kind: str, timeout=5) -> list[dict]:
-    received = []
-    while True:
-        event = json.loads(await comm.receive_from(timeout=timeout))
-        received.append(event)
-        if event["type"] == kind or event["type"] == "error":
-            return received
-
-
 async def test_api_client_gets_the_pipeline_events_as_json_frames(scripted, owner_key):
-    comm = communicator(owner_key)
+    comm = chat_socket(owner_key)
     connected, _ = await comm.connect()
     assert connected
 
     await comm.send_json_to({"prompt": "Say hello"})
-    events = await receive_until(comm, "complete")
+    events = await events_until(comm, "complete")
 
     assert [e["type"] for e in events][:2] == ["status", "metadata"]
     assert "".join(e["content"] for e in events if e["type"] == "content") == "Hello, world!"
@@ -41,7 +26,7 @@ async def test_api_client_gets_the_pipeline_events_as_json_frames(scripted, owne
 
 
 async def test_anonymous_socket_gets_an_error_and_is_closed(db):
-    comm = communicator()
+    comm = chat_socket()
     connected, _ = await comm.connect()
     assert connected
     event = json.loads(await comm.receive_from())
@@ -50,7 +35,7 @@ async def test_anonymous_socket_gets_an_error_and_is_closed(db):
 
 
 async def test_bad_frames_get_error_events(scripted, owner_key):
-    comm = communicator(owner_key)
+    comm = chat_socket(owner_key)
     await comm.connect()
     await comm.send_to(text_data="{not json")
     assert json.loads(await comm.receive_from())["code"] == "invalid_body"
@@ -66,7 +51,7 @@ async def test_bad_frames_get_error_events(scripted, owner_key):
 async def test_disconnect_does_not_stop_and_reconnect_replays_each_token_once(scripted, owner_key):
     scripted.tokens = [f"t{i} " for i in range(20)]
     gate = scripted.hold_at(8)
-    comm = communicator(owner_key)
+    comm = chat_socket(owner_key)
     await comm.connect()
     await comm.send_json_to({"prompt": "Count"})
     before = []
@@ -81,10 +66,10 @@ async def test_disconnect_does_not_stop_and_reconnect_replays_each_token_once(sc
             break
         await asyncio.sleep(0.02)
 
-    again = communicator(owner_key)
+    again = chat_socket(owner_key)
     await again.connect()
     await again.send_json_to({"action": "follow", "queryId": query_id})
-    replay = await receive_until(again, "complete")
+    replay = await events_until(again, "complete")
 
     contents = [e["content"] for e in replay if e["type"] == "content"]
     assert contents == scripted.tokens
@@ -95,7 +80,7 @@ async def test_disconnect_does_not_stop_and_reconnect_replays_each_token_once(sc
 async def test_stop_keeps_the_partial_answer_and_closes_the_provider_stream(scripted, owner_key):
     scripted.tokens = ["one ", "two ", "three ", "four "]
     scripted.hold_at(2)
-    comm = communicator(owner_key)
+    comm = chat_socket(owner_key)
     await comm.connect()
     await comm.send_json_to({"prompt": "Count"})
     events = []
@@ -103,7 +88,7 @@ async def test_stop_keeps_the_partial_answer_and_closes_the_provider_stream(scri
         events.append(json.loads(await comm.receive_from()))
 
     await comm.send_json_to({"action": "stop", "queryId": events[1]["queryId"]})
-    rest = await receive_until(comm, "complete")
+    rest = await events_until(comm, "complete")
 
     assert rest[-1]["status"] == "stopped"
     saved = await ChatQuery.objects.aget(pk=events[1]["queryId"])
@@ -113,13 +98,13 @@ async def test_stop_keeps_the_partial_answer_and_closes_the_provider_stream(scri
 
 
 async def test_another_users_query_cannot_be_followed_or_stopped(scripted, owner_key, other_key):
-    comm = communicator(owner_key)
+    comm = chat_socket(owner_key)
     await comm.connect()
     await comm.send_json_to({"prompt": "Mine"})
-    query_id = (await receive_until(comm, "complete"))[1]["queryId"]
+    query_id = (await events_until(comm, "complete"))[1]["queryId"]
     await comm.disconnect()
 
-    intruder = communicator(other_key)
+    intruder = chat_socket(other_key)
     await intruder.connect()
     for action in ("follow", "stop"):
         await intruder.send_json_to({"action": action, "queryId": query_id})
@@ -128,7 +113,7 @@ async def test_another_users_query_cannot_be_followed_or_stopped(scripted, owner
 
 
 async def test_htmx_client_gets_out_of_band_fragments(scripted, owner_key):
-    comm = communicator(owner_key)
+    comm = chat_socket(owner_key)
     await comm.connect()
     await comm.send_json_to({"prompt": "Say <b>hello</b>", "HEADERS": {"HX-Request": "true"}, "action": "turn"})
     frames = []
@@ -147,13 +132,13 @@ async def test_non_browser_clients_without_origin_may_connect_with_a_key(scripte
     connected, _ = await comm.connect()
     assert connected
     await comm.send_json_to({"prompt": "Say hello"})
-    assert (await receive_until(comm, "complete"))[-1]["type"] == "complete"
+    assert (await events_until(comm, "complete"))[-1]["type"] == "complete"
     await comm.disconnect()
 
 
 async def test_a_foreign_origin_is_refused_at_the_handshake(scripted):
     # Without a bearer token the socket would trust a session cookie, so the origin must be one CSRF accepts
     # (accounts/tests/test_socket_origin.py has the whole rule).
-    comm = communicator(origin=b"https://evil.example")
+    comm = chat_socket(origin=b"https://evil.example")
     connected, _ = await comm.connect()
     assert not connected

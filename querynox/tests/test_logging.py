@@ -11,8 +11,7 @@ from django.test import AsyncClient, Client
 from pythonjsonlogger.json import JsonFormatter
 
 from accounts.models import ApiKey, User
-from chat.tests.test_sse import stream_turn
-from testsupport.http import bearer, parse_sse, read_streaming
+from testsupport.http import bearer, parse_sse, read_streaming, stream_turn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

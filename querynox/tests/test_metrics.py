@@ -9,9 +9,8 @@ from prometheus_client import REGISTRY
 
 from billing import quota
 from billing.models import UsagePeriod
-from chat.tests.test_sse import stream_turn
 from querynox.asgi import application
-from testsupport.http import bearer
+from testsupport.http import bearer, stream_turn
 from testsupport.scripted import SCRIPTED_MODEL, SCRIPTED_PROVIDER, install_scripted_model, uninstall_scripted_model
 
 pytestmark = pytest.mark.django_db(transaction=True)
