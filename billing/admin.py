@@ -4,6 +4,20 @@ from billing.ledger import summed
 from billing.models import Charge, Product, UsageEntry, UsagePeriod, WebhookEvent
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows that only billing's services write (the ledger, charges, received webhooks): staff read them, nobody
+    edits them here."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
     list_display = ("name", "external_id", "chat_limit", "image_limit", "web_search_limit", "is_archived")
@@ -24,7 +38,7 @@ class UsagePeriodAdmin(admin.ModelAdmin):
 
 
 @admin.register(UsageEntry)
-class UsageEntryAdmin(admin.ModelAdmin):
+class UsageEntryAdmin(ReadOnlyAdmin):
     """The ledger, read-only, with each user's monthly totals for whatever the filters select."""
 
     change_list_template = "admin/billing/usageentry/change_list.html"
@@ -33,15 +47,6 @@ class UsageEntryAdmin(admin.ModelAdmin):
     search_fields = ("user__email", "model")
     date_hierarchy = "created_at"
     list_select_related = ("user",)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="cost (USD)", ordering="cost_micros")
     def cost(self, entry):
@@ -59,7 +64,7 @@ class UsageEntryAdmin(admin.ModelAdmin):
 
 
 @admin.register(Charge)
-class ChargeAdmin(admin.ModelAdmin):
+class ChargeAdmin(ReadOnlyAdmin):
     """Quota held, settled or released per action, read-only: they move only through billing.charges."""
 
     list_display = ("created_at", "user", "kind", "amount", "state", "closed_at", "chat_query_id")
@@ -68,18 +73,9 @@ class ChargeAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("user",)
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(admin.ModelAdmin):
+class WebhookEventAdmin(ReadOnlyAdmin):
     """Received payment webhooks, read-only: what arrived, when, and what it did."""
 
     list_display = ("received_at", "type", "delivery_id", "applied", "outcome")
@@ -87,12 +83,3 @@ class WebhookEventAdmin(admin.ModelAdmin):
     search_fields = ("delivery_id", "type", "outcome")
     date_hierarchy = "received_at"
     readonly_fields = ("delivery_id", "type", "received_at", "applied", "outcome", "payload")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
