@@ -196,7 +196,7 @@ HTMX = {"HX-Request": "true"}
 
 @pytest.mark.django_db(transaction=True)
 async def test_regenerate_from_the_page_replaces_the_turn_and_what_followed_it(scripted, owner, owner_key, make_chat):
-    chat, q1, q2, q3, q2b = await sync_to_async(branched_chat)(make_chat, owner)
+    chat, q1, q2, q3, q2b = await sync_to_async(branched_chat)(make_chat, owner, UI_ANSWERS)
     await sync_to_async(ChatQuery.objects.filter(pk__in=[q2b.pk]).update)(selected=False)
     await sync_to_async(ChatQuery.objects.filter(pk=q2.pk).update)(selected=True)  # Q1 → Q2 → Q3 shown
     scripted.tokens = ["A2 ", "anew"]
@@ -220,7 +220,7 @@ async def test_regenerate_from_the_page_replaces_the_turn_and_what_followed_it(s
 
 @pytest.mark.django_db(transaction=True)
 async def test_edit_over_the_socket_as_json_answers_the_new_prompt(scripted, owner, owner_key, make_chat):
-    chat, q1, q2, q3, q2b = await sync_to_async(branched_chat)(make_chat, owner)
+    chat, q1, q2, q3, q2b = await sync_to_async(branched_chat)(make_chat, owner, UI_ANSWERS)
     comm = chat_socket(owner_key)
     await comm.connect()
 
@@ -240,7 +240,7 @@ async def test_edit_over_the_socket_as_json_answers_the_new_prompt(scripted, own
 async def test_socket_versions_refuse_other_users_bad_input_and_turns_still_streaming(
     scripted, owner, other_key, owner_key, make_chat
 ):
-    chat, q1, q2, q3, q2b = await sync_to_async(branched_chat)(make_chat, owner)
+    chat, q1, q2, q3, q2b = await sync_to_async(branched_chat)(make_chat, owner, UI_ANSWERS)
     live_chat = await sync_to_async(make_chat)(owner, [("Live", "partial", "streaming")])
     live = await ChatQuery.objects.aget(chat=live_chat)
 
@@ -277,7 +277,7 @@ async def test_socket_versions_refuse_other_users_bad_input_and_turns_still_stre
 
 @pytest.mark.django_db(transaction=True)
 async def test_anonymous_sockets_cannot_regenerate(scripted, owner, make_chat):
-    chat, q1, *_ = await sync_to_async(branched_chat)(make_chat, owner)
+    chat, q1, *_ = await sync_to_async(branched_chat)(make_chat, owner, UI_ANSWERS)
     comm = chat_socket(None)
     await comm.connect()
 
