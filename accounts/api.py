@@ -40,7 +40,10 @@ def get_user(request):
 
 
 @router.get(
-    "/bookmarked-chats", response={200: ChatsOut, **errors(401)}, summary="The caller's bookmarked chats, newest first"
+    "/bookmarked-chats",
+    response={200: ChatsOut, **errors(400, 401)},
+    summary="The caller's bookmarked chats, newest first, a page at a time (?before=<nextCursor>&limit=1..200)",
 )
-def get_bookmarked_chats(request):
-    return {"chats": [chat.as_dict() for chat in bookmarked_chats(request.auth)]}
+def get_bookmarked_chats(request, before: str | None = None, limit: str | None = None):
+    page = bookmarked_chats(request.auth, before, limit)
+    return {"chats": [chat.as_dict() for chat in page], "nextCursor": page.next_cursor}

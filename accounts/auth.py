@@ -1,14 +1,16 @@
 """Authentication for API clients: bearer tokens on HTTP and on WebSockets. A token is a personal API key (it
 starts with `qnx_`) or, when Clerk is configured, a Clerk session JWT (accounts/clerk.py)."""
 
-from channels.auth import AuthMiddlewareStack
+from channels.auth import AuthMiddleware
 from channels.db import database_sync_to_async
 from channels.security.websocket import WebsocketDenier
+from channels.sessions import CookieMiddleware, SessionMiddleware
+from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
 from django.middleware.csrf import CsrfViewMiddleware
 from ninja.security import HttpBearer, SessionAuth
 
-from accounts.services import user_for_bearer_token
+from accounts.services import cached_user_for_bearer_token, user_for_bearer_token
 
 
 class BearerTokenAuth(HttpBearer):
@@ -49,23 +51,41 @@ def bearer_token_from_scope(scope) -> str | None:
 
 class BearerWebSocketMiddleware:
     """Lets API clients open the chat socket with `Authorization: Bearer <key or Clerk token>` instead of a
-    session. There is no other way in: no user id is ever taken from the query string."""
+    session. There is no other way in: no user id is ever taken from the query string.
 
-    def __init__(self, inner):
-        self.inner = inner
+    A valid token wins and the handshake goes straight on (`authenticated`): the session is never parsed or loaded,
+    which spares an API client's handshake a trip to a thread and the database. Without a token, or with one that
+    is not valid, the session decides (`session_auth`, by default `authenticated` with the scope unchanged)."""
+
+    def __init__(self, authenticated, session_auth=None):
+        self.authenticated = authenticated
+        self.session_auth = session_auth or authenticated
 
     async def __call__(self, scope, receive, send):
         token = bearer_token_from_scope(scope)
         if token:
-            user = await database_sync_to_async(user_for_bearer_token)(token)
+            # A key seen moments ago needs neither a thread nor the database.
+            user = cached_user_for_bearer_token(token) or await database_sync_to_async(user_for_bearer_token)(token)
             if user is not None:
-                scope = dict(scope, user=user, api_client=True)
-        return await self.inner(scope, receive, send)
+                return await self.authenticated(dict(scope, user=user, api_client=True), receive, send)
+        return await self.session_auth(scope, receive, send)
+
+
+class SessionUserMiddleware(AuthMiddleware):
+    """channels' AuthMiddleware (scope["user"] from the Django session), except that a handshake without a session
+    cookie is anonymous at once: channels would look that up in a thread (and open a database connection) only to
+    find nothing."""
+
+    async def resolve_scope(self, scope):
+        if not scope["session"].session_key:
+            scope["user"]._wrapped = AnonymousUser()
+            return
+        await super().resolve_scope(scope)
 
 
 def websocket_auth_stack(inner):
-    # Session auth runs first and sets scope["user"]; a valid bearer token then takes precedence.
-    return AuthMiddlewareStack(BearerWebSocketMiddleware(inner))
+    # A valid bearer token takes precedence; otherwise the session (cookie, session, user) authenticates.
+    return BearerWebSocketMiddleware(inner, CookieMiddleware(SessionMiddleware(SessionUserMiddleware(inner))))
 
 
 class _HandshakeRequest(HttpRequest):

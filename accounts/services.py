@@ -8,6 +8,7 @@ from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts import key_cache
 from accounts.clerk import ClerkTokenError, clerk_configured, email_from_claims, looks_like_jwt, verify_token
 from accounts.models import API_KEY_PREFIX, ApiKey, User, hash_api_key
 
@@ -22,16 +23,31 @@ class ApiKeyError(ValueError):
 
 
 def user_for_api_key(raw_key: str):
-    """The active user owning this key, or None."""
+    """The active user owning this key, or None. A key found valid within API_KEY_CACHE_SECONDS is answered from
+    memory (accounts/key_cache.py)."""
     if not raw_key or not raw_key.startswith(API_KEY_PREFIX):
         return None
-    key = ApiKey.objects.active().select_related("user").filter(key_hash=hash_api_key(raw_key)).first()
+    key_hash = hash_api_key(raw_key)
+    user = key_cache.cached_user(key_hash)
+    if user is not None:
+        return user
+    mark = key_cache.invalidation_mark()
+    key = ApiKey.objects.active().select_related("user").filter(key_hash=key_hash).first()
     if key is None or not key.user.is_active:
         return None
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+    key_cache.remember(key_hash, key.user, mark)
     return key.user
+
+
+def cached_user_for_bearer_token(token: str):
+    """The user behind this token if that is known without the database (an API key looked up moments ago), else
+    None: then ask user_for_bearer_token. Safe to call on the event loop."""
+    if not token or not token.startswith(API_KEY_PREFIX):
+        return None
+    return key_cache.cached_user(hash_api_key(token))
 
 
 def user_for_bearer_token(token: str):

@@ -8,8 +8,8 @@ Each configuration runs in a fresh process, so the load time is cold (the OS fil
 * query latency: one short question at a time, p50 / p99.
 
 Usage (from the repository root):
-    .venv/bin/python bench/rag_embeddings.py                 # 1 and 2 threads, batch 16, 256 chunks, 100 queries
-    .venv/bin/python bench/rag_embeddings.py --threads 1 --batch 8 --batch 16 --batch 32
+    .venv/bin/python bench/rag_embeddings.py                 # 1 and 2 threads, batch 1, 256 chunks, 100 queries
+    .venv/bin/python bench/rag_embeddings.py --threads 1 --batch 1 --batch 4 --batch 16
     .venv/bin/python bench/rag_embeddings.py --threads 1 --chunks 512 --json
 
 Not part of the test suite; run it on an otherwise idle machine.
@@ -79,7 +79,7 @@ def run(threads: int, chunks: int, queries: int, batch: int) -> dict:
 
     result = {"threads": threads, "batch": batch, "rss_before_load_mib": rss_mib()}
     embedder = LocalEmbedder(threads)
-    embedder.batch_size = batch
+    embedder.inference_batch = batch
     started = time.perf_counter()
     embedder.load()
     result["load_s"] = time.perf_counter() - started
@@ -117,7 +117,7 @@ def main(argv=None) -> None:
         return
     results = []
     for threads in args.threads or [1, 2]:
-        for batch in args.batch or [16]:  # LocalEmbedder.batch_size
+        for batch in args.batch or [1]:  # LocalEmbedder.inference_batch
             command = [sys.executable, __file__, "--child", "--threads", str(threads), "--batch", str(batch)]
             command += ["--chunks", str(args.chunks), "--queries", str(args.queries)]
             output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=BASE_DIR).stdout

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from chat.models import AIModel, Chat, ChatQuery
+from chat.models import AIModel, Assistant, Chat, ChatQuery
 
 
 @admin.register(AIModel)
@@ -36,3 +36,24 @@ class ChatQueryAdmin(admin.ModelAdmin):
     search_fields = ("chat__title", "chat__owner__email")
     raw_id_fields = ("chat",)
     readonly_fields = ("created_at", "updated_at")
+
+
+@admin.register(Assistant)
+class AssistantAdmin(admin.ModelAdmin):
+    """Staff publish an assistant to every user (or take it back): the `published` column, or the actions."""
+
+    list_display = ("name", "owner", "model", "web_search", "published", "updated_at")
+    list_editable = ("published",)
+    list_filter = ("published", "web_search", "model")
+    search_fields = ("name", "owner__email")
+    raw_id_fields = ("owner",)
+    readonly_fields = ("collection", "created_at", "updated_at")
+    actions = ("publish", "unpublish")
+
+    @admin.action(description="Publish to everyone")
+    def publish(self, request, queryset):
+        self.message_user(request, f"Published {queryset.update(published=True)} assistant(s).")
+
+    @admin.action(description="Unpublish")
+    def unpublish(self, request, queryset):
+        self.message_user(request, f"Unpublished {queryset.update(published=False)} assistant(s).")

@@ -1,41 +1,52 @@
 """The chat API (JSON and SSE). Views parse and authorise, call one service, and frame the result."""
 
 import json
+from typing import Literal
 
 import pydantic
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db.models import prefetch_related_objects
 from django.http import FileResponse, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.urls import reverse
-from ninja import Router, Schema
+from ninja import Query, Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.errors import ValidationError as RequestInvalid
 
-from chat import services
+from chat import assistants, library, portability, services
 from chat.catalog import catalog
 from chat.events import TERMINAL_TYPES
-from chat.generations import begin_turn, follow, stop_generation
+from chat.generations import begin_turn, follow, follow_batches, stop_generation
 from chat.images import ImageKeyError, open_image
 from chat.models import Chat, ChatQuery
 from chat.schemas import (
+    AssistantDocumentsOut,
+    AssistantOnlyOut,
+    AssistantsOut,
     BranchOut,
     ChatDetailOut,
+    ChatExportOut,
     ChatOnlyOut,
     ChatsOut,
     DocumentsOut,
+    FolderOnlyOut,
+    FoldersOut,
+    ImportOut,
     ModelsOut,
     PublicChatOut,
+    SearchOut,
     ShareOut,
     StopOut,
+    TagsOut,
     TreeOut,
     TurnOut,
 )
 from chat.services import ChatError
 from chat.sse import sse_response
-from chat.views import PUBLIC_CHAT_RATE_SCOPE, document_file_response
+from chat.views import PUBLIC_CHAT_RATE_SCOPE, document_file_response, export_all_response, export_chat_response
 from core.ratelimit import allow, client_ip
 from core.schemas import AUTHENTICATED, binary, errors, streamed
 from rag.files import format_bytes
@@ -57,6 +68,8 @@ class TurnIn(Schema):
     model: str | None = None
     systemPrompt: str | None = None  # noqa: N815 (the seed's wire names)
     webSearch: bool = False  # noqa: N815
+    # The query the new prompt follows (one of this chat's; default: the last turn of its selected branch).
+    parentId: str | None = None  # noqa: N815
 
 
 class RenameIn(Schema):
@@ -172,7 +185,7 @@ async def _json_answer(query, status: int):
     async for event in follow(query.id):
         if event["type"] in TERMINAL_TYPES:
             last = event
-    chat = await Chat.objects.aget(pk=query.chat_id)
+    chat = await Chat.objects.prefetch_related("tags").aget(pk=query.chat_id)
     saved = await ChatQuery.objects.aget(pk=query.pk)
     body = {"chatQuery": saved.as_dict(), "chat": chat.as_dict()}
     if last and last["type"] == "error":
@@ -188,7 +201,7 @@ async def _json_answer(query, status: int):
 )
 async def create_chat_stream(request):
     query = await _begin_turn(request)
-    return sse_response(follow(query.id))
+    return sse_response(follow_batches(query.id))
 
 
 @router.post(
@@ -217,7 +230,7 @@ async def follow_query(request, query_id: str):
             code="invalid_field",
         )
     after = int(last_event_id)
-    return sse_response(follow(query.pk, after_seq=after))
+    return sse_response(follow_batches(query.pk, after_seq=after))
 
 
 @router.post(
@@ -235,9 +248,344 @@ def list_models(request):
     return {"models": [entry.as_dict() for entry in catalog()]}
 
 
-@router.get("/user", response={200: ChatsOut, **errors(401)}, summary="The caller's chats, newest first")
-def user_chats(request):
-    return {"chats": [chat.as_dict() for chat in services.chats_for_sidebar(request.auth)]}
+def chat_list_payload(page) -> dict:
+    return {"chats": [chat.as_dict() for chat in page], "nextCursor": page.next_cursor}
+
+
+@router.get(
+    "/user",
+    response={200: ChatsOut, **errors(400, 401, 404)},
+    summary="The caller's chats, pinned first then newest first, a page at a time (?before=<nextCursor>&limit=1..200, "
+    "default 50); ?folder=<id> (or none), ?tag=<tag>, ?pinned=true|false filter them",
+)
+def user_chats(
+    request,
+    before: str | None = None,
+    limit: str | None = None,
+    folder: str | None = None,
+    tag: str | None = None,
+    pinned: str | None = None,
+):
+    return chat_list_payload(library.list_chats(request.auth, before, limit, folder, tag, pinned))
+
+
+# --- folders, tags and pins (chat/library.py); before the /{chat_id} routes, which would take "folders" for an id.
+
+
+class FolderIn(Schema):
+    name: str
+
+
+class MoveIn(Schema):
+    folderId: int | None = None  # noqa: N815 (null: out of any folder)
+
+
+class TagsIn(Schema):
+    tags: list[str]
+
+
+@router.get("/folders", response={200: FoldersOut, **errors(401)}, summary="The caller's folders, in sidebar order")
+def list_folders(request):
+    return {"folders": [library.folder_as_dict(folder) for folder in library.user_folders(request.auth)]}
+
+
+@router.post(
+    "/folders",
+    response={201: FolderOnlyOut, **errors(400, *AUTHENTICATED, 409, 413)},
+    summary="Create a folder (names are unique per user, whatever their case; at most 60 characters)",
+)
+def create_folder(request, payload: FolderIn):
+    return Status(201, {"folder": library.folder_as_dict(library.do_create_folder(request.auth, payload.name))})
+
+
+@router.patch(
+    "/folders/{folder_id}",
+    response={200: FolderOnlyOut, **errors(400, *AUTHENTICATED, 404, 409, 413)},
+    summary="Rename a folder",
+)
+def rename_folder(request, folder_id: str, payload: FolderIn):
+    return {"folder": library.folder_as_dict(library.do_rename_folder(request.auth, folder_id, payload.name))}
+
+
+@router.delete(
+    "/folders/{folder_id}",
+    response={204: None, **errors(400, *AUTHENTICATED, 404, 413)},
+    summary="Delete a folder; its chats are kept, in no folder",
+)
+def delete_folder(request, folder_id: str):
+    library.do_delete_folder(request.auth, folder_id)
+    return HttpResponse(status=204)
+
+
+@router.get("/tags", response={200: TagsOut, **errors(401)}, summary="The caller's tags and how many chats carry each")
+def list_tags(request):
+    return {"tags": library.user_tags(request.auth)}
+
+
+@router.patch(
+    "/{chat_id}/folder",
+    response={200: ChatOnlyOut, **WRITE_ERRORS},
+    summary="File a chat into one of the caller's folders ({folderId}; null: into none)",
+)
+def move_chat(request, chat_id: str, payload: MoveIn):
+    return {"chat": library.do_move_chat(request.auth, chat_id, payload.folderId).as_dict()}
+
+
+@router.put(
+    "/{chat_id}/tags",
+    response={200: ChatOnlyOut, **WRITE_ERRORS},
+    summary="Set a chat's tags ({tags: [...]}: letters, digits, - and _, at most 30 characters, 20 per chat)",
+)
+def set_chat_tags(request, chat_id: str, payload: TagsIn):
+    return {"chat": library.do_set_tags(request.auth, chat_id, payload.tags).as_dict()}
+
+
+@router.patch(
+    "/{chat_id}/pin",
+    response={200: ChatOnlyOut, **WRITE_ERRORS},
+    summary="Pin or unpin a chat ({pinned: true|false}; no body: toggle); pinned chats are listed first",
+)
+def pin_chat(request, chat_id: str):
+    chat = library.do_set_pinned(request.auth, chat_id, _optional_flag(request, "pinned"))
+    return {"chat": chat.as_dict()}
+
+
+IMPORT_FIELD = "file"
+IMPORT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [IMPORT_FIELD],
+                    "properties": {
+                        IMPORT_FIELD: {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "A QueryNox export (JSON of one chat, or the ZIP of all chats) or ChatGPT's "
+                            "conversations.json (or ChatGPT's export ZIP); 20 MB at most by default.",
+                        }
+                    },
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "description": "The export itself: QueryNox's JSON ({format: querynox.chat, ...}) or ChatGPT's "
+                    "conversations.json (a list of conversations with their `mapping`).",
+                    "oneOf": [{"type": "object"}, {"type": "array"}],
+                }
+            },
+        },
+    }
+}
+# Every export is a file: the chat as JSON (ChatExportOut: its whole tree) or as Markdown (the branch shown), or all
+# as a ZIP. The Markdown's media type is added beside the JSON schema ninja declares for the 200.
+MARKDOWN_EXPORT = {"responses": {200: {"content": {"text/markdown": {"schema": {"type": "string"}}}}}}
+
+
+def _import_upload(request):
+    """The file to import and what to call it: the `file` field of a multipart body, or the body itself (JSON)."""
+    limit = settings.IMPORT_MAX_BYTES
+    length = request.META.get("CONTENT_LENGTH") or ""
+    declared = int(length) if length.isdigit() else 0
+    if declared > limit + settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        raise ChatError(
+            f"The request is {format_bytes(declared)}; imports are at most {format_bytes(limit)}.",
+            code="import_too_large",
+            status=413,
+        )
+    if request.content_type == "multipart/form-data":
+        try:
+            upload = request.FILES.get(IMPORT_FIELD)
+        except RequestDataTooBig:
+            raise
+        except (MultiPartParserError, SuspiciousOperation) as exc:
+            raise ChatError(f"Malformed multipart body: {exc}", code="invalid_body") from None
+        if upload is None:
+            raise ChatError(f"Send the export file in the “{IMPORT_FIELD}” field.", code="invalid_field")
+        return upload, (upload.name or "The file")[:200]
+    # Read from the stream, not request.body: the body may be larger than the ordinary request limit.
+    body = request.read(limit + 1)
+    if not body:
+        raise ChatError("Send the export: a multipart `file`, or the JSON itself as the body.", code="invalid_body")
+    return body, "The request body"
+
+
+@router.post(
+    "/import",
+    response={201: ImportOut, **errors(400, *AUTHENTICATED, 413, 429)},
+    summary="Import chats: QueryNox's JSON or ZIP export, or ChatGPT's conversations.json (its branches kept)",
+    openapi_extra=IMPORT_BODY,
+)
+def import_chats(request):
+    upload, name = _import_upload(request)
+    plan, chats = portability.import_chats(request.auth, upload, name)
+    prefetch_related_objects(chats, "tags")  # as_dict() lists them: one query, not one per chat
+    body = {"format": plan.source, "chats": [chat.as_dict() for chat in chats], "queries": plan.query_count}
+    return JsonResponse(body, status=201)
+
+
+@router.get(
+    "/export",
+    response={200: None, **errors(401)},
+    summary="Every chat of the caller as a ZIP of QueryNox JSON files (one per chat, every branch)",
+    openapi_extra=binary("application/zip"),
+)
+def export_all_chats(request):
+    return export_all_response(request.auth)
+
+
+@router.get(
+    "/{chat_id}/export",
+    response={200: ChatExportOut, **READ_ERRORS},
+    summary="Download a chat: ?format=json (every version of every turn, re-importable) or markdown (the branch shown)",
+    openapi_extra=MARKDOWN_EXPORT,
+)
+def export_chat(request, chat_id: str, export_format: Literal["json", "markdown"] = Query("json", alias="format")):
+    return export_chat_response(services.get_owned_chat(request.auth, chat_id), export_format)
+
+
+# Before the /{chat_id} routes, which would otherwise take "search" for a chat id.
+@router.get(
+    "/search",
+    response={200: SearchOut, **errors(400, 401)},
+    summary="Search the caller's chats (titles, prompts and answers); the last word matches as a prefix",
+)
+def search_chats(request, q: str = "", cursor: str | None = None):
+    page = services.search_chats(request.auth, q, cursor)
+    return {
+        "query": q,
+        "results": [result.as_dict() for result in page.results],
+        "nextCursor": str(page.next_offset) if page.next_offset is not None else None,
+    }
+
+
+# --- assistants (chat/assistants.py); before the /{chat_id} routes, which would take "assistants" for an id.
+
+
+class AssistantIn(Schema):
+    name: str
+    systemPrompt: str = ""  # noqa: N815
+    model: str | None = None  # a catalog model's name; default: the default model
+    webSearch: bool = False  # noqa: N815
+
+
+class AssistantPatchIn(Schema):
+    name: str | None = None
+    systemPrompt: str | None = None  # noqa: N815
+    model: str | None = None
+    webSearch: bool | None = None  # noqa: N815
+
+
+ASSISTANT_DOCUMENTS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FILES_FIELD],
+                    "properties": {
+                        FILES_FIELD: {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "PDF, JPG, PNG, GIF, BMP, TIFF, plain text or Markdown, as for a turn: "
+                            "5 MB per file, 10 MB per request, the plan's files per request.",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _assistant_payload(assistant, user) -> dict:
+    return {"assistant": assistants.assistant_as_dict(assistant, user, assistants.assistant_documents(assistant))}
+
+
+@router.get(
+    "/assistants",
+    response={200: AssistantsOut, **errors(401)},
+    summary="The caller's assistants, then those published to everyone, by name",
+)
+def list_assistants(request):
+    return {
+        "assistants": [
+            assistants.assistant_as_dict(assistant, request.auth)
+            for assistant in assistants.visible_assistants(request.auth)
+        ]
+    }
+
+
+@router.post(
+    "/assistants",
+    response={201: AssistantOnlyOut, **errors(400, *AUTHENTICATED, 413)},
+    summary="Save an assistant: a name, a system prompt, a default model and web search on or off",
+)
+def create_assistant(request, payload: AssistantIn):
+    assistant = assistants.do_create_assistant(request.auth, payload.dict())
+    return Status(201, _assistant_payload(assistant, request.auth))
+
+
+@router.get(
+    "/assistants/{assistant_id}",
+    response={200: AssistantOnlyOut, **READ_ERRORS},
+    summary="One assistant (the caller's, or a published one) with its documents",
+)
+def get_assistant(request, assistant_id: str):
+    return _assistant_payload(assistants.get_visible_assistant(request.auth, assistant_id), request.auth)
+
+
+@router.patch(
+    "/assistants/{assistant_id}",
+    response={200: AssistantOnlyOut, **errors(400, *AUTHENTICATED, 404, 413)},
+    summary="Change one of the caller's assistants (only the fields sent)",
+)
+def update_assistant(request, assistant_id: str, payload: AssistantPatchIn):
+    fields = {key: value for key, value in payload.dict(exclude_unset=True).items() if value is not None}
+    assistant = assistants.do_update_assistant(request.auth, assistant_id, fields)
+    return _assistant_payload(assistant, request.auth)
+
+
+@router.delete(
+    "/assistants/{assistant_id}",
+    response={204: None, **errors(400, *AUTHENTICATED, 404, 413)},
+    summary="Delete one of the caller's assistants and its documents; chats started from it are kept",
+)
+def delete_assistant(request, assistant_id: str):
+    assistants.do_delete_assistant(request.auth, assistant_id)
+    return HttpResponse(status=204)
+
+
+@router.post(
+    "/assistants/{assistant_id}/documents",
+    response={201: AssistantDocumentsOut, **errors(400, *AUTHENTICATED, 404, 413, 429, 503)},
+    summary="Add files to one of the caller's assistants: read once, cited by every chat started from it "
+    "(one file use each)",
+    openapi_extra=ASSISTANT_DOCUMENTS_BODY,
+)
+def add_assistant_documents(request, assistant_id: str):
+    if request.content_type != "multipart/form-data":
+        raise ChatError(f"Send the files as multipart/form-data, in the “{FILES_FIELD}” field.", code="invalid_body")
+    assistants.get_owned_assistant(request.auth, assistant_id)  # refused before the files are read
+    _, files = _multipart_turn(request)
+    documents = assistants.do_add_documents(request.auth, assistant_id, files)
+    assistant = assistants.get_visible_assistant(request.auth, assistant_id)
+    body = _assistant_payload(assistant, request.auth)
+    body["documents"] = [assistants.assistant_document_as_dict(document) for document in documents]
+    return Status(201, body)
+
+
+@router.post(
+    "/assistants/{assistant_id}/chats",
+    response={201: ChatOnlyOut, **errors(400, *AUTHENTICATED, 404, 413)},
+    summary="Start a chat from an assistant (the caller's or a published one): its system prompt, model, web "
+    "search and documents",
+)
+def start_assistant_chat(request, assistant_id: str):
+    return Status(201, {"chat": assistants.do_start_chat(request.auth, assistant_id).as_dict()})
 
 
 @router.post(
@@ -248,7 +596,7 @@ def user_chats(request):
 )
 async def continue_chat_stream(request, chat_id: str):
     query = await _begin_turn(request, chat_id)
-    return sse_response(follow(query.id))
+    return sse_response(follow_batches(query.id))
 
 
 @router.post(
@@ -365,7 +713,7 @@ async def regenerate(request, chat_id: str, query_id: str):
 )
 async def regenerate_stream(request, chat_id: str, query_id: str):
     query = await _begin_version(request, chat_id, query_id, edit=False)
-    return sse_response(follow(query.id))
+    return sse_response(follow_batches(query.id))
 
 
 @router.post(
@@ -385,7 +733,7 @@ async def edit(request, chat_id: str, query_id: str):
 )
 async def edit_stream(request, chat_id: str, query_id: str):
     query = await _begin_version(request, chat_id, query_id, edit=True)
-    return sse_response(follow(query.id))
+    return sse_response(follow_batches(query.id))
 
 
 @router.post(

@@ -5,8 +5,10 @@ import logging
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
+from django.db import transaction
 
 from billing import charges
+from chat import search
 from chat.models import AIModel, Chat
 from chat.providers import ProviderError, get_provider, unavailable_reason
 from chat.services import token_budget
@@ -104,8 +106,14 @@ async def name_chat(chat_id, prompt: str, answer: str, model_names: list[str], b
         return None
     name = clean_chat_name(raw)
     if name:
-        await Chat.objects.filter(pk=chat_id).aupdate(name=name)
+        await sync_to_async(_save_name)(chat_id, name)
     return name or None
+
+
+def _save_name(chat_id, name: str) -> None:
+    with transaction.atomic():  # the name is searchable (chat/search.py) from the moment it is saved
+        Chat.objects.filter(pk=chat_id).update(name=name)
+        search.index_chats([chat_id])
 
 
 async def write_search_query(model: AIModel, conversation: str, billed_to: BilledTo) -> str:

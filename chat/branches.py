@@ -5,11 +5,14 @@ the `selected` one is shown. The selected branch is the path from the chosen roo
 Everything here reads a chat's queries in one SQL query and walks the tree in Python, so rendering a chat costs
 the same number of queries whatever its length; selecting a version is one UPDATE."""
 
+import uuid
 from dataclasses import dataclass
 
+from django.db import connection
 from django.db.models import Case, Q, Value, When
 
 from chat.models import ChatQuery
+from core.tokens import MESSAGE_OVERHEAD_TOKENS
 
 # Enough to walk the tree (history and selection), without the answers' text.
 SHAPE_FIELDS = ("id", "chat_id", "parent_id", "selected", "created_at")
@@ -120,14 +123,103 @@ def selected_leaf_id(chat_id):
     return branch[-1].pk if branch else None
 
 
-async def history_before(query: ChatQuery) -> list[ChatQuery]:
-    """The turns the model sees before `query`: the branch from the first turn to `query`'s parent, oldest first.
-    Earlier versions of the same turn, and other branches, are never part of it."""
-    if query.parent_id is None:
+# The deepest a history walk goes: far beyond any context window's worth of turns (a turn costs at least 8 tokens),
+# so it only bounds the loop.
+MAX_WALK_TURNS = 100_000
+MAX_WALK_ROOM = 2**31 - 1  # "no limit" for the room, within a 32-bit integer column's sums
+# What a turn costs in the window as the rows measured it: both messages with their overhead, or nothing for a turn
+# without an answer (history leaves those out). An unmeasured row (null) counts nothing, so the walk only ever goes
+# further than needed, never stops short; its text is measured once read.
+_TURN_COST_SQL = (
+    "CASE WHEN q.response_tokens IS NULL OR q.response_tokens = 0 THEN 0 "
+    f"ELSE COALESCE(q.prompt_tokens, 0) + q.response_tokens + {2 * MESSAGE_OVERHEAD_TOKENS} END"
+)
+
+
+@dataclass(frozen=True)
+class HistoryWalk:
+    """The newest turns above a query, read from its parent upwards (chat/pipeline.py load_history).
+
+    `turns` are oldest first. The walk went on while the turns read so far fitted in the room it was given, and
+    ends at the first turn (`reached_first`), at the turn a summary covers up to (`reached_summary`: that turn is
+    the first of `turns`), or at the first turn that no longer fitted (neither: older turns remain unread)."""
+
+    turns: tuple[ChatQuery, ...]
+    reached_first: bool
+    reached_summary: bool
+
+
+SHAPE_COLUMNS = (*SHAPE_FIELDS, "prompt_tokens", "response_tokens")
+
+
+def history_walk(
+    parent_id, room: int, summary_until=None, max_turns: int = MAX_WALK_TURNS, columns=None
+) -> HistoryWalk:
+    """The branch above a new query, from `parent_id` up, in one SQL query (a recursive CTE over parent links)
+    whose reads stop once the turns read cost more than `room` tokens, or at the turn created at `summary_until`:
+    what a turn's history costs is bounded by its window, never by the chat's length."""
+    table = ChatQuery._meta.db_table
+    field = ChatQuery._meta.get_field
+    stop_at_summary = "AND w.created_at <> %s" if summary_until is not None else ""
+    fields = [f for f in ChatQuery._meta.concrete_fields if columns is None or f.attname in columns]
+    columns = ", ".join(f"q.{connection.ops.quote_name(f.column)}" for f in fields)
+    sql = f"""
+        WITH RECURSIVE w (id, parent_id, created_at, total, depth) AS (
+            SELECT q.id, q.parent_id, q.created_at, {_TURN_COST_SQL}, 1
+            FROM {table} q WHERE q.id = %s
+            UNION ALL
+            SELECT q.id, q.parent_id, q.created_at, w.total + {_TURN_COST_SQL}, w.depth + 1
+            FROM {table} q JOIN w ON q.id = w.parent_id
+            WHERE w.total <= %s AND w.depth < %s {stop_at_summary}
+        )
+        SELECT {columns}, w.depth AS walk_depth FROM w JOIN {table} q ON q.id = w.id ORDER BY w.depth DESC
+    """
+    params = [field("id").get_db_prep_value(parent_id, connection), room, max_turns]
+    if summary_until is not None:
+        params.append(field("created_at").get_db_prep_value(summary_until, connection))
+    turns = tuple(ChatQuery.objects.raw(sql, params))
+    oldest = turns[0] if turns else None
+    return HistoryWalk(
+        turns,
+        reached_first=oldest is None or oldest.parent_id is None,
+        reached_summary=oldest is not None and summary_until is not None and oldest.created_at == summary_until,
+    )
+
+
+def path_shape(query_id, summary_until=None, max_turns: int = MAX_WALK_TURNS) -> HistoryWalk:
+    """The turns from `query_id` up to the turn created at `summary_until` (or to the first turn), oldest first,
+    without their text (ids, parents, creation times, token counts), in one query: for the turn whose history did
+    not fit its window, to learn whether the summary applies and which turns it would have to cover."""
+    return history_walk(query_id, MAX_WALK_ROOM, summary_until, max_turns, columns=SHAPE_COLUMNS)
+
+
+def selected_path_ids(chat_id, max_turns: int = MAX_WALK_TURNS) -> list[uuid.UUID]:
+    """The ids of the selected branch, first turn first (Tree.selected_branch's choice at each fork: the selected
+    version, the newest should two be, the newest should none be), in one query that walks down the chosen child
+    of each turn by index, without loading the chat's queries: what a new prompt follows."""
+    table = ChatQuery._meta.db_table
+    chosen = "ORDER BY c.selected DESC, c.created_at DESC, c.id DESC LIMIT 1"
+    sql = f"""
+        WITH RECURSIVE d (id, depth) AS (
+            SELECT (SELECT c.id FROM {table} c WHERE c.chat_id = %s AND c.parent_id IS NULL {chosen}), 1
+            UNION ALL
+            SELECT (SELECT c.id FROM {table} c WHERE c.parent_id = d.id {chosen}), d.depth + 1
+            FROM d WHERE d.id IS NOT NULL AND d.depth < %s
+        )
+        SELECT id FROM d WHERE id IS NOT NULL ORDER BY depth
+    """
+    chat_field = ChatQuery._meta.get_field("chat")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [chat_field.get_db_prep_value(chat_id, connection), max_turns])
+        rows = cursor.fetchall()
+    return [value if isinstance(value, uuid.UUID) else uuid.UUID(value) for (value,) in rows]
+
+
+def ancestor_ids(query_id) -> list[uuid.UUID]:
+    """The ids of the turns from the first one down to `query_id`, in one query (empty for None)."""
+    if query_id is None:
         return []
-    rows = ChatQuery.objects.filter(chat_id=query.chat_id).only(*SHAPE_FIELDS, "prompt", "response")
-    tree = Tree([row async for row in rows])
-    return tree.path_to(query.parent_id)
+    return [q.pk for q in history_walk(query_id, MAX_WALK_ROOM, columns=("id", "parent_id")).turns]
 
 
 def select_path(chat_id, path_ids: list) -> None:
@@ -136,6 +228,9 @@ def select_path(chat_id, path_ids: list) -> None:
     if not path_ids:
         return
     forks = Q(parent__isnull=True) | Q(parent_id__in=path_ids[:-1])
-    ChatQuery.objects.filter(chat_id=chat_id).filter(forks).update(
+    # Only the rows whose flag changes are written: a new prompt at the end of the branch shown changes none above
+    # it, and rewriting them all would make every turn's cost (and every row trigger's) grow with the chat.
+    changes = Q(pk__in=path_ids, selected=False) | (~Q(pk__in=path_ids) & Q(selected=True))
+    ChatQuery.objects.filter(chat_id=chat_id).filter(forks).filter(changes).update(
         selected=Case(When(pk__in=path_ids, then=Value(True)), default=Value(False))
     )

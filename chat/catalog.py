@@ -30,6 +30,7 @@ class CatalogEntry:
             "description": LOCAL_MODEL_NOTE if m.provider == AIModel.Provider.LOCAL else m.description,
             "limit": m.context_limit,
             "pro": m.pro,
+            "vision": m.vision,  # sees images: a turn's images reach it as images (chat/vision.py), not only OCR
             "available": self.available,
             "unavailableReason": self.unavailable_reason,
         }

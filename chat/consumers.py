@@ -4,14 +4,16 @@ fragments for the web UI. A closed socket never stops a generation; only a stop 
 import asyncio
 import json
 import logging
+from dataclasses import replace
 
 from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from chat import events
 from chat.fragments import HtmxFramer, JsonFramer
-from chat.generations import begin_turn, follow, stop_generation
-from chat.services import ChatError, get_owned_query
+from chat.generations import begin_turn, discard_temporary_chats, follow, stop_generation
+from chat.models import ChatQuery
+from chat.services import ChatError, get_owned_query, parse_bool, parse_chat_id, parse_query_id, parse_turn_request
 from core import metrics
 
 logger = logging.getLogger(__name__)
@@ -40,9 +42,26 @@ def follow_position(after) -> int:
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
+    # No channel layer: nothing is ever sent to a socket by channel name or group (generations are followed in
+    # memory or through chat/shared_log.py), and subscribing would cost each socket a channel and a receive loop on
+    # the layer (a Redis one in production) for as long as it is open.
+    channel_layer_alias = None
+
+    async def dispatch(self, message):
+        # channels closes stale database connections in a thread before every message. connect and disconnect touch
+        # no database here, so they skip that trip; receive (a turn, a follow, a stop) still makes it.
+        if message["type"] in ("websocket.connect", "websocket.disconnect"):
+            handler = self.websocket_connect if message["type"] == "websocket.connect" else self.websocket_disconnect
+            await handler(message)
+            return
+        await super().dispatch(message)
+
     async def connect(self):
         self.user = self.scope.get("user")
         self.followers: dict[str, asyncio.Task] = {}
+        # The temporary chats this socket started ({"temporary": true} on a first turn): only it continues them, and
+        # they are deleted when it closes (after their running turns end: chat/generations.py).
+        self.temporary_chats: set = set()
         metrics.OPEN_WEBSOCKETS.inc()  # every connection ends in disconnect(), which decrements
         await self.accept()
         if not (self.user and self.user.is_authenticated):
@@ -58,6 +77,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Followers only relay; the generations they follow keep running.
         for task in self.followers.values():
             task.cancel()
+        if self.temporary_chats:
+            discard_temporary_chats(self.temporary_chats)
 
     async def send_json(self, payload: dict):
         await self.send(text_data=json.dumps(payload))
@@ -96,7 +117,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             elif action in ("regenerate", "edit"):
                 await self.start_version(message, framer, edit=action == "edit")
             elif action in ("stop", "follow"):
-                query = await sync_to_async(get_owned_query)(self.user, message.get("queryId"))
+                query = await sync_to_async(get_owned_query)(self.user, message.get("queryId"), self.temporary_chats)
                 if action == "stop":
                     await stop_generation(query.pk)
                 else:
@@ -109,8 +130,42 @@ class ChatConsumer(AsyncWebsocketConsumer):
             for frame in await framer.refusal(exc.message, exc.code):
                 await self.send(text_data=frame)
 
+    def _temporary_chat(self, chat_id):
+        """The chat id when it names one of this socket's temporary chats, else None."""
+        if not chat_id or not self.temporary_chats:
+            return None
+        try:
+            chat_id = parse_chat_id(chat_id)
+        except ChatError:
+            return None
+        return chat_id if chat_id in self.temporary_chats else None
+
+    async def _temporary_chat_of_query(self, query_id):
+        """The temporary chat of this socket that `query_id` belongs to, if any (a regenerate names only its query)."""
+        if not self.temporary_chats:
+            return None
+        try:
+            query_id = parse_query_id(query_id)
+        except ChatError:
+            return None
+        found = ChatQuery.objects.filter(pk=query_id, chat_id__in=list(self.temporary_chats), chat__owner=self.user)
+        return await found.values_list("chat_id", flat=True).afirst()
+
+    async def _begin(self, message: dict, framer, temporary_chat=None, new_temporary: bool = False):
+        """begin_turn; a temporary chat's turns (a first one with `temporary`, or one in a chat this socket started
+        so) go the same way, as a request marked temporary."""
+        if temporary_chat is None and not new_temporary:
+            return await begin_turn(self.user, message, message.get("chatId") or None)
+        framer.temporary = True
+        request = parse_turn_request({**message, "chatId": temporary_chat or None})
+        query = await begin_turn(self.user, replace(request, temporary=True))
+        self.temporary_chats.add(query.chat_id)
+        return query
+
     async def start_turn(self, message: dict, framer):
-        query = await begin_turn(self.user, message, message.get("chatId") or None)
+        temporary_chat = self._temporary_chat(message.get("chatId"))
+        new_temporary = not message.get("chatId") and parse_bool(message.get("temporary"), "temporary")
+        query = await self._begin(message, framer, temporary_chat, new_temporary)
         for frame in await framer.started(query):
             await self.send(text_data=frame)
         self.relay(query.pk, follow(query.pk), framer, False)
@@ -123,7 +178,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             payload.update(prompt=message.get("prompt"), editOf=message.get("queryId"))
         else:
             payload["regenerateOf"] = message.get("queryId")
-        query = await begin_turn(self.user, payload, message.get("chatId") or None)
+        temporary_chat = self._temporary_chat(message.get("chatId")) or await self._temporary_chat_of_query(
+            message.get("queryId")
+        )
+        if temporary_chat is None:
+            query = await begin_turn(self.user, payload, message.get("chatId") or None)
+        else:
+            query = await self._begin(payload, framer, temporary_chat)
         for frame in await framer.branched(query, message.get("queryId")):
             await self.send(text_data=frame)
         self.relay(query.pk, follow(query.pk), framer, False)

@@ -8,10 +8,18 @@ from django.urls import reverse
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from chat.branches import chat_tree
+from chat.branches import SHAPE_FIELDS, chat_tree
+from chat.library import sidebar_context
 from chat.markdown import render_markdown
 from chat.models import Chat
-from chat.services import ChatNotFound, chat_documents, chats_for_sidebar, parse_chat_id, parse_query_id
+from chat.services import (
+    ChatError,
+    ChatNotFound,
+    chat_documents,
+    get_owned_query,
+    parse_chat_id,
+    parse_query_id,
+)
 
 
 def render_answer(query_id, text: str, sources: list[dict] | None) -> SafeString:
@@ -29,6 +37,8 @@ def answer_element(query_id, text: str, sources: list[dict] | None) -> str:
 
 
 class JsonFramer:
+    temporary = False  # set by the socket for a temporary chat's turn
+
     async def started(self, query) -> list[str]:
         return []
 
@@ -54,6 +64,8 @@ def _controls_cleared(query_id) -> str:
 
 
 class HtmxFramer:
+    temporary = False  # a temporary chat's turn: the address bar stays on /chat/ (the chat has no page)
+
     def __init__(self, user):
         self.user = user
         # What streamed so far, per turn: an `error` event carries no text, yet the answer is then rendered too.
@@ -68,7 +80,7 @@ class HtmxFramer:
         def render():
             return self._render(
                 "chat/_sidebar.html",
-                {"chats": list(chats_for_sidebar(self.user)), "active_chat_id": active_chat_id, "oob": True},
+                {**sidebar_context(self.user, active_chat_id=active_chat_id), "oob": True},
             )
 
         return await sync_to_async(render)()
@@ -138,7 +150,7 @@ class HtmxFramer:
         if kind == "metadata":
             chat_id = event["chatId"]
             self._models[str(query_id)] = event.get("model") or ""
-            chat_url = reverse("chat:chat", args=[chat_id])
+            chat_url = "" if self.temporary else reverse("chat:chat", args=[chat_id])
             return [
                 f'<input type="hidden" id="chat-id" name="chatId" value="{escape(chat_id)}" hx-swap-oob="true">',
                 f'<div id="chat-location" data-url="{escape(chat_url)}" hx-swap-oob="true"></div>',
@@ -154,6 +166,7 @@ class HtmxFramer:
             # The streamed text again, now rendered as Markdown, with its [n] markers linked to the source list.
             frames.append(answer_element(query_id, event["query"]["response"], metadata.get("sources")))
             frames.append(self._answer_foot(query_id, event["query"]))
+            frames.extend(await self._prompt_block(query_id))
             if metadata.get("files") or metadata.get("sources"):
                 frames.append(await self._documents(event["query"]["chatId"]))
             return frames + [await self._sidebar(event["query"]["chatId"])]
@@ -165,8 +178,22 @@ class HtmxFramer:
                 frames.append(answer_element(query_id, streamed, self._sources.get(str(query_id))))
                 query = {"response": streamed, "status": "error", "model": self._models.get(str(query_id), "")}
                 frames.append(self._answer_foot(query_id, query))
-            return frames
+            return frames + await self._prompt_block(query_id)
         return []
+
+    async def _prompt_block(self, query_id) -> list[str]:
+        """The prompt with the controls of an ended turn: its edit button, and ‹ n / m › once it has versions (a
+        turn added live was rendered while streaming, without them)."""
+
+        def render():
+            try:
+                query = get_owned_query(self.user, query_id)
+            except ChatError:
+                return []  # the chat was deleted meanwhile: nothing left to update
+            query.versions = chat_tree(query.chat_id, SHAPE_FIELDS).versions_of(query)
+            return [self._render("chat/_prompt_block.html", {"q": query, "oob": True})]
+
+        return await sync_to_async(render)()
 
     def _answer_foot(self, query_id, query: dict) -> str:
         return self._render("chat/_answer_foot.html", {"q": query, "query_id": query_id, "oob": True})

@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from billing import charges
-from chat import events, shared_log
+from chat import events, search, shared_log
 from chat.models import AIModel, Chat, ChatQuery
 from chat.pipeline import run_turn
 from chat.services import (
@@ -43,8 +44,9 @@ ORPHAN_MESSAGE = "The server generating this answer stopped before finishing; th
 
 
 class Generation:
-    def __init__(self, query_id: uuid.UUID):
+    def __init__(self, query_id: uuid.UUID, chat_id: uuid.UUID | None = None):
         self.query_id = query_id
+        self.chat_id = chat_id  # what a closing socket waits for before deleting its temporary chats
         self.events: list[dict] = []
         self.finished = False
         self.stop_requested = asyncio.Event()
@@ -75,11 +77,20 @@ class Generation:
             self._changed.notify_all()
 
     async def events_after(self, seq: int = 0) -> AsyncIterator[dict]:
+        async for batch in self.batches_after(seq):
+            for event in batch:
+                yield event
+
+    async def batches_after(self, seq: int = 0) -> AsyncIterator[list[dict]]:
+        """The events after `seq`, in order, as lists of whatever had been published when the follower looked: a
+        stream framed by the batch (SSE) writes a burst of tokens to its socket once instead of once per token."""
         position = seq
         while True:
-            while position < len(self.events):
-                position += 1
-                yield self.events[position - 1]
+            if position < len(self.events):
+                batch = self.events[position:]
+                position += len(batch)
+                yield batch
+                continue
             if self.finished:
                 return
             async with self._changed:
@@ -129,7 +140,7 @@ class Generation:
 
 def start_generation(query: ChatQuery, turn: PreparedTurn, charge: charges.Charge | None = None) -> Generation:
     """Start the turn's pipeline as a task of the running loop; the caller then follows it like anyone else."""
-    generation = Generation(query.id)
+    generation = Generation(query.id, query.chat_id)
     _running[query.id] = generation
     driving = generation.drive(run_turn(query, turn, generation.stop_requested, charge))
     if turn.request.unlisted:
@@ -154,6 +165,51 @@ async def _then_discard_chat(driving, chat_id) -> None:
         await Chat.objects.filter(pk=chat_id, unlisted=True).adelete()
 
 
+# The deletions closing sockets have scheduled (a task must be referenced until it ends).
+_discarding: set[asyncio.Task] = set()
+
+
+def discard_temporary_chats(chat_ids) -> asyncio.Task | None:
+    """A tab's socket closed: delete the temporary chats it started, each once no turn of it is running here (a
+    generation outlives its socket, and its answer is saved and charged first). The ledger keeps its rows (their
+    link to the query is set to null). Returns the task doing it."""
+    chat_ids = set(chat_ids)
+    if not chat_ids:
+        return None
+    task = asyncio.get_running_loop().create_task(
+        _discard_when_idle(chat_ids), name="discard-temporary-chats", context=contextvars.Context()
+    )
+    _discarding.add(task)
+    task.add_done_callback(_discarding.discard)
+    return task
+
+
+async def _discard_when_idle(chat_ids: set) -> None:
+    # The socket has closed, so no new turn can start in these chats: waiting for the running ones is enough.
+    running = [g.task for g in _running.values() if g.chat_id in chat_ids and g.task is not None and not g.task.done()]
+    if running:
+        await asyncio.wait(running)
+    try:
+        await Chat.objects.filter(pk__in=chat_ids, unlisted=True).adelete()
+    except Exception:
+        # The sweeper deletes what is left (sweep_temporary_chats).
+        logger.exception("deleting temporary chats failed", extra={"chats": len(chat_ids)})
+
+
+async def sweep_temporary_chats(idle_seconds: float) -> int:
+    """Delete the unlisted chats (temporary, or an API call's without store) idle for `idle_seconds` with no turn
+    running: those whose socket (or instance) died without deleting them. Returns how many."""
+    cutoff = timezone.now() - dt.timedelta(seconds=idle_seconds)
+    stale = Chat.objects.filter(unlisted=True, updated_at__lt=cutoff)
+    stale = stale.exclude(queries__status=ChatQuery.Status.STREAMING)
+    busy = {g.chat_id for g in _running.values() if not g.finished}
+    chat_ids = [chat_id async for chat_id in stale.values_list("pk", flat=True)[:500] if chat_id not in busy]
+    if not chat_ids:
+        return 0
+    deleted, _ = await Chat.objects.filter(pk__in=chat_ids, unlisted=True).adelete()
+    return len(chat_ids) if deleted else 0
+
+
 def _as_uuid(query_id) -> uuid.UUID:
     return query_id if isinstance(query_id, uuid.UUID) else uuid.UUID(str(query_id))
 
@@ -176,8 +232,8 @@ async def settle_orphan(query_id, status: str = ChatQuery.Status.ERROR) -> None:
     if len(partial) < len(query.response):
         partial = query.response
     message = ORPHAN_MESSAGE if status == ChatQuery.Status.ERROR else ""
-    settled = await ChatQuery.objects.filter(pk=query_id, status=ChatQuery.Status.STREAMING).aupdate(
-        status=status, error=message, response=partial
+    settled = await sync_to_async(_settle_orphan_row)(
+        query_id, status=status, error=message, response=partial, response_tokens=estimate_tokens(partial)
     )
     if settled:
         logger.warning("settled an orphaned generation", extra={"query_id": str(query_id), "outcome": status})
@@ -190,6 +246,15 @@ async def settle_orphan(query_id, status: str = ChatQuery.Status.ERROR) -> None:
             final = events.complete(query.as_dict(), query.metadata.get("usage"))
         await shared_log.append(query_id, {**final, "seq": streamed[-1]["seq"] + 1})
         await shared_log.retire(query_id)
+
+
+def _settle_orphan_row(query_id, **fields) -> int:
+    """End the orphan's row, and index the answer it kept (chat/search.py), in one transaction."""
+    with transaction.atomic():
+        settled = ChatQuery.objects.filter(pk=query_id, status=ChatQuery.Status.STREAMING).update(**fields)
+        if settled:
+            search.index_queries([query_id])
+    return settled
 
 
 def _settle_orphan_charges(query_id, partial: str) -> None:
@@ -272,6 +337,17 @@ async def follow(query_id: uuid.UUID, after_seq: int = 0) -> AsyncIterator[dict]
         yield events.complete(query.as_dict(), query.metadata.get("usage"))
 
 
+async def follow_batches(query_id: uuid.UUID, after_seq: int = 0) -> AsyncIterator[list[dict]]:
+    """`follow`, its events grouped as they became available (Generation.batches_after) when the turn runs here."""
+    generation = _running.get(_as_uuid(query_id))
+    if generation is None:
+        async for event in follow(query_id, after_seq):
+            yield [event]
+        return
+    async for batch in generation.batches_after(max(0, after_seq)):
+        yield batch
+
+
 async def stop_generation(query_id: uuid.UUID) -> bool:
     """Ask the turn to stop, wherever it runs; the partial answer is kept and marked stopped.
     False when nothing was running."""
@@ -320,6 +396,10 @@ async def run_sweeper() -> None:
             await sweep_orphans(older_than_seconds=max(10, settings.GENERATION_HEARTBEAT_SECONDS * 5))
         except Exception:
             logger.exception("sweeping orphaned generations failed")
+        try:
+            await sweep_temporary_chats(idle_seconds=settings.TEMPORARY_CHAT_MAX_IDLE_HOURS * 3600)
+        except Exception:
+            logger.exception("sweeping abandoned temporary chats failed")
         await asyncio.sleep(settings.GENERATION_SWEEP_SECONDS)
 
 

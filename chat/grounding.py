@@ -18,7 +18,7 @@ from billing import charges
 from chat import events, websearch
 from chat.assist import BilledTo, utility_model
 from chat.models import ChatQuery
-from chat.services import TurnFile, document_url
+from chat.services import TurnFile, document_url, usable_collection_ids
 from chat.websearch import WebResult
 from core.tokens import estimate_message_tokens
 from rag.models import Document
@@ -190,10 +190,15 @@ async def _give_back(file: TurnFile) -> None:
     await sync_to_async(charges.do_release)(file.charge)
 
 
-async def ingest_files(query: ChatQuery, files: tuple[TurnFile, ...], stop) -> AsyncIterator[dict]:
+async def ingest_files(
+    query: ChatQuery, files: tuple[TurnFile, ...], stop, seen_as_images: frozenset[str] = frozenset()
+) -> AsyncIterator[dict]:
     """Ingest each of the turn's files into the chat, with live progress; an unusable file is skipped with a
     status saying why, and the turn goes on. A file's charge is kept once it is read, and given back when it was
-    unusable or the chat had it already; one never reached (the turn stopped first) is the pipeline's to return."""
+    unusable or the chat had it already; one never reached (the turn stopped first) is the pipeline's to return.
+
+    `seen_as_images`: the sha256 of the images the model is shown as images (chat/vision.py); one with no text to
+    read is no loss then, and its status says so."""
     for file in files:
         if stop.is_set():
             return
@@ -209,7 +214,10 @@ async def ingest_files(query: ChatQuery, files: tuple[TurnFile, ...], stop) -> A
                     yield events.status(value)
         except FileRejected as exc:
             await _give_back(file)
-            yield events.status(f"{name} was skipped: {_reason(name, exc.message)}")
+            if exc.code == "no_text" and file.upload.sha256 in seen_as_images:
+                yield events.status(f"{name} has no text to search; the model sees the image itself.")
+            else:
+                yield events.status(f"{name} was skipped: {_reason(name, exc.message)}")
             continue
         except Exception:
             logger.exception("ingesting a file failed", extra={"query_id": str(query.id), "kind": file.upload.kind})
@@ -263,14 +271,19 @@ async def search_the_web(query: ChatQuery, conversation: list[dict]) -> AsyncIte
 
 
 async def search_the_files(query: ChatQuery, room: int) -> AsyncIterator[dict | FileHits]:
-    """Retrieve the chat's chunks most relevant to the prompt (this turn's files and earlier turns' alike), within
-    `room` tokens; yields FileHits when the chat has files and they could be searched."""
-    if not await sync_to_async(chat_has_documents)(query.chat_id):
+    """Retrieve the chat's chunks most relevant to the prompt (this turn's files and earlier turns' alike, and those
+    of the assistant it was started from), within `room` tokens; yields FileHits when the chat has files and they
+    could be searched."""
+    # The chat row is loaded with the query: a chat without an assistant costs no query to find its collections.
+    collection_ids = await sync_to_async(usable_collection_ids)(query.chat_id) if query.chat.assistant_id else []
+    if not await sync_to_async(chat_has_documents)(query.chat_id, collection_ids):
         return
     yield events.status("Searching your files…")
     room = max(0, min(settings.RAG_CONTEXT_TOKENS, room))
     try:
-        hits = await asyncio.to_thread(_in_worker, retrieve, query.chat_id, query.prompt, settings.RAG_TOP_K, room)
+        hits = await asyncio.to_thread(
+            _in_worker, retrieve, query.chat_id, query.prompt, settings.RAG_TOP_K, room, collection_ids
+        )
     except Exception:
         logger.exception("retrieval failed", extra={"query_id": str(query.id)})
         yield events.status("Your files could not be searched; answering without them.")

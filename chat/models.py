@@ -2,6 +2,12 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Lower
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
+
+from core.tokens import estimate_tokens
+from rag.models import Collection
 
 
 class AIModel(models.Model):
@@ -27,6 +33,9 @@ class AIModel(models.Model):
     description = models.CharField(max_length=300, blank=True)
     context_limit = models.PositiveIntegerField(help_text="Context window in tokens")
     pro = models.BooleanField(default=False)
+    vision = models.BooleanField(
+        default=False, help_text="Sees images: a turn's attached images are sent to it as images, not only as OCR text"
+    )
     enabled = models.BooleanField(default=True)
     input_price_per_million = models.DecimalField(max_digits=12, decimal_places=4, default=0)
     output_price_per_million = models.DecimalField(max_digits=12, decimal_places=4, default=0)
@@ -39,11 +48,74 @@ class AIModel(models.Model):
         return self.name
 
 
+class Assistant(models.Model):
+    """A ready-made start for chats (chat/assistants.py): a name, a system prompt, a default model, web search on or
+    off, and documents every chat started from it can cite. The documents live in its rag Collection, read once and
+    searched by all its chats, never copied into them. Staff publish an assistant to everyone (admin)."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assistants")
+    name = models.CharField(max_length=100)
+    system_prompt = models.TextField(blank=True)
+    model = models.CharField(max_length=100, help_text="The catalog model its chats start with")
+    web_search = models.BooleanField(default=False)
+    published = models.BooleanField(default=False, help_text="Offered to every user (set by staff in admin)")
+    collection = models.OneToOneField(
+        "rag.Collection", null=True, blank=True, on_delete=models.SET_NULL, related_name="assistant"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [
+            models.Index(fields=["owner", "name"], name="chat_assistant_owner_name"),
+            models.Index(fields=["published", "name"], name="chat_assistant_published_name"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
 class ChatQuerySet(models.QuerySet):
     def owned_by(self, user):
         # Unlisted chats (OpenAI-compatible calls without `store`) exist only while their turn runs: no page,
         # sidebar or API ever shows them.
         return self.filter(owner=user, unlisted=False)
+
+
+class Folder(models.Model):
+    """A user's folder of chats (chat/library.py). Deleting it keeps its chats: they go back to no folder."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_folders")
+    name = models.CharField(max_length=60)
+    position = models.PositiveIntegerField(default=0, help_text="Sidebar order (lowest first), then creation")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["position", "created_at", "id"]
+        constraints = [
+            models.UniqueConstraint("owner", Lower("name"), name="chat_folder_name_unique_per_owner"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    def as_dict(self) -> dict:
+        return {"id": self.pk, "name": self.name, "position": self.position, "createdAt": self.created_at.isoformat()}
+
+
+class Tag(models.Model):
+    """One of a user's tags, normalised (lower case: chat/library.py check_tags); chats carry many."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_tags")
+    name = models.CharField(max_length=30)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="chat_tag_unique_per_owner")]
+
+    def __str__(self):
+        return self.name
 
 
 class Chat(models.Model):
@@ -59,7 +131,18 @@ class Chat(models.Model):
     web_search = models.BooleanField(default=False)
     shared = models.BooleanField(default=False)
     bookmarked = models.BooleanField(default=False)
-    unlisted = models.BooleanField(default=False, help_text="Not the user's to see: deleted when its turn ends")
+    unlisted = models.BooleanField(
+        default=False,
+        help_text="Never listed: deleted when its turn ends (API store=false) or when its tab closes (temporary chat)",
+    )
+    folder = models.ForeignKey(Folder, null=True, blank=True, on_delete=models.SET_NULL, related_name="chats")
+    # The assistant it was started from (chat/assistants.py): its turns also search the assistant's documents.
+    assistant = models.ForeignKey(
+        "Assistant", null=True, blank=True, on_delete=models.SET_NULL, related_name="chats"
+    )
+    tags = models.ManyToManyField(Tag, blank=True, related_name="chats")
+    pinned = models.BooleanField(default=False, help_text="Listed before the other chats")
+    pinned_at = models.DateTimeField(null=True, blank=True)
     summary = models.TextField(blank=True, help_text="A summary of the turns up to summary_until")
     summary_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -72,6 +155,8 @@ class Chat(models.Model):
         indexes = [
             models.Index(fields=["owner", "-updated_at"]),
             models.Index(fields=["owner", "bookmarked", "-updated_at"]),
+            models.Index(fields=["owner", "-pinned", "-updated_at"], name="chat_owner_pinned_recent"),
+            models.Index(fields=["folder", "-pinned", "-updated_at"], name="chat_folder_pinned_recent"),
         ]
 
     def __str__(self):
@@ -91,9 +176,18 @@ class Chat(models.Model):
             "webSearch": self.web_search,
             "shared": self.shared,
             "bookmarked": self.bookmarked,
+            "folderId": self.folder_id,
+            "assistantId": self.assistant_id,
+            "tags": self.tag_names,
+            "pinned": self.pinned,
             "createdAt": self.created_at.isoformat(),
             "updatedAt": self.updated_at.isoformat(),
         }
+
+    @property
+    def tag_names(self) -> list[str]:
+        """The chat's tags, sorted; lists prefetch them (chat/services.py chat_page), a single chat reads them."""
+        return sorted(tag.name for tag in self.tags.all())
 
 
 class ChatQuery(models.Model):
@@ -117,6 +211,11 @@ class ChatQuery(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.STREAMING)
     error = models.TextField(blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # Token estimates (core.tokens.estimate_tokens) of prompt and response, kept on the row so that a turn's history
+    # is fitted to the window without reading and measuring every earlier turn (chat/branches.py history_walk).
+    # Null: not measured (the response while it streams); readers then measure the text themselves.
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    response_tokens = models.PositiveIntegerField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -130,6 +229,23 @@ class ChatQuery(models.Model):
 
     def __str__(self):
         return self.prompt[:60]
+
+    def save(self, *args, **kwargs):
+        # Every save measures what it writes; queryset updates of `response` set response_tokens themselves
+        # (ResponseWriter.finish), and a streaming answer stays unmeasured until it ends.
+        update_fields = kwargs.get("update_fields")
+        written = set(update_fields) if update_fields is not None else None
+        unloaded = self.get_deferred_fields()
+        measured = set()
+        if (written is None or "prompt" in written) and "prompt" not in unloaded:
+            self.prompt_tokens = estimate_tokens(self.prompt)
+            measured.add("prompt_tokens")
+        if (written is None or written & {"response", "status"}) and not unloaded & {"response", "status"}:
+            self.response_tokens = None if self.is_streaming else estimate_tokens(self.response)
+            measured.add("response_tokens")
+        if written is not None:
+            kwargs["update_fields"] = written | measured
+        super().save(*args, **kwargs)
 
     @property
     def is_streaming(self) -> bool:
@@ -152,3 +268,34 @@ class ChatQuery(models.Model):
             "createdAt": self.created_at.isoformat(),
             "updatedAt": self.updated_at.isoformat(),
         }
+
+
+class SearchDocument(models.Model):
+    """One entry of the search index (chat/search.py, its only writer): a chat's title and name (`query` null), or
+    one query's prompt and answer. The words themselves live beside it, per engine, unknown to the ORM (migration
+    0008): a `document` tsvector column of this table on PostgreSQL, the FTS5 table chat_searchtext (rowid = id)
+    on SQLite. Deleting a chat, a query or a user deletes their documents (and so their words) with them."""
+
+    id = models.BigAutoField(primary_key=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="+")
+    query = models.OneToOneField(ChatQuery, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        indexes = [models.Index(fields=["owner", "-id"], name="chat_search_owner_newest")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["chat"], condition=models.Q(query__isnull=True), name="chat_search_one_title_document"
+            )
+        ]
+
+    def __str__(self):
+        return f"search document {self.pk}"
+
+
+@receiver(post_delete, sender=Assistant)
+def _delete_assistant_documents(sender, instance: Assistant, **kwargs):
+    """An assistant takes its documents along (the collection's rows, chunks and stored files), however it is
+    deleted (its page, the API, admin, or its owner's account)."""
+    if instance.collection_id:
+        Collection.objects.filter(pk=instance.collection_id).delete()

@@ -8,9 +8,12 @@ only (no session, so no CSRF). A completion is a turn like any other: `begin_tur
 chain, ledger, metrics, logs); the client's messages replace the stored history (TurnRequest.conversation)."""
 
 import asyncio
+import base64
+import binascii
 import datetime as dt
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 
@@ -22,15 +25,19 @@ from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts.services import user_for_bearer_token
-from billing import quota
+from billing import charges
 from chat.catalog import catalog
 from chat.events import TERMINAL_TYPES
 from chat.generations import begin_turn, follow, stop_generation
 from chat.models import AIModel
 from chat.providers import get_provider
 from chat.providers.base import Sampling
+from chat.providers.content import text_part
 from chat.services import ChatError, TurnRequest, check_model, token_budget
+from chat.vision import prepare_image
 from core.ratelimit import allow, client_ip
+from rag.files import check_upload, format_bytes
+from rag.types import FileRejected, Upload
 
 logger = logging.getLogger("querynox.openai")
 
@@ -90,6 +97,8 @@ HONOURED_FIELDS = frozenset(
 SYSTEM_ROLES = ("system", "developer")  # newer OpenAI models call the system message "developer"
 CONVERSATION_ROLES = ("user", "assistant")
 UNEXPECTED_END = {"type": "error", "message": "The answer ended unexpectedly.", "code": "internal_error"}
+# An image_url part's URL: a data URL with base64 image bytes (remote URLs are refused, never fetched).
+DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(?:;[^;,]*)*?);base64,(?P<data>.*)", re.DOTALL)
 
 
 class OpenAIError(Exception):
@@ -160,13 +169,31 @@ class Completion:
     stream: bool
     include_usage: bool
     max_tokens: int  # what the answer may use: the client's cap within the model's budget
+    # The prompt's images, as the turn's files ((name, bytes)): shown to the model and read by OCR (chat/vision.py).
+    files: tuple[tuple[str, bytes], ...] = ()
+
+
+def completions_body_limit() -> int:
+    """The most a completion's body may be: its images, as base64 (a third larger), may add up to
+    RAG_MAX_REQUEST_BYTES, as a turn's files may; the server layers hold the same bound on this path
+    (querynox/body_limits.py completions_limit)."""
+    return settings.DATA_UPLOAD_MAX_MEMORY_SIZE + -(-settings.RAG_MAX_REQUEST_BYTES * 4 // 3)
 
 
 def _json_body(request) -> dict:
     try:
-        raw = request.body
+        length = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        length = 0
+    if length > completions_body_limit():
+        raise OpenAIError(413, "The request body is too large.", code="request_too_large")
+    try:
+        # Read directly: Django's own bound (DATA_UPLOAD_MAX_MEMORY_SIZE) is for bodies without images.
+        raw = request.read(completions_body_limit() + 1)
     except RequestDataTooBig:
         raise OpenAIError(413, "The request body is too large.", code="request_too_large") from None
+    if len(raw) > completions_body_limit():
+        raise OpenAIError(413, "The request body is too large.", code="request_too_large")
     if not raw:
         raise _invalid("The request body is empty: send a JSON object with `model` and `messages`.")
     try:
@@ -211,21 +238,38 @@ def _check_fields(data: dict) -> None:
         raise _invalid(f"Unrecognized request argument supplied: {field}", field, code="unknown_parameter")
 
 
-def _message_text(content, param: str) -> str:
-    """A message's content: a string, or a list of text parts (joined)."""
+@dataclass(frozen=True)
+class ImageInput:
+    """An image_url part's image: accepted by its bytes (rag.files.check_upload), named for its type, and where it
+    was in the request."""
+
+    name: str
+    upload: Upload
+    param: str
+
+
+def _message_content(content, param: str, model: AIModel, role: str) -> tuple[str, list]:
+    """A message's text (a string, or its text parts joined) and, for a vision model's user messages, the parts in
+    order (text parts and ImageInput), or [] when it has no images."""
     if isinstance(content, str):
-        return _text(content, param)
+        return _text(content, param), []
     if not isinstance(content, list):
         raise _invalid(f"`{param}` must be a string or a list of content parts.", param)
-    texts = []
+    texts, parts, images = [], [], 0
     for index, part in enumerate(content):
         where = f"{param}[{index}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
-            texts.append(_text(part.get("text"), f"{where}.text"))
-        elif kind in ("image_url", "input_image"):
+            text = _text(part.get("text"), f"{where}.text")
+            texts.append(text)
+            parts.append(text)
+        elif kind == "image_url":
+            images += 1
+            parts.append(_image_input(part.get("image_url"), f"{where}.image_url", model, role, images))
+        elif kind == "input_image":
             raise _invalid(
-                "Image input is not supported yet: send text parts only ({\"type\": \"text\", \"text\": …}).",
+                "“input_image” parts belong to the Responses API: send {\"type\": \"image_url\", \"image_url\": "
+                "{\"url\": \"data:image/png;base64,…\"}}.",
                 f"{where}.type",
                 code="unsupported_content",
             )
@@ -233,11 +277,69 @@ def _message_text(content, param: str) -> str:
             raise _invalid(f"Content parts of type “{kind}” are not supported: send text.", f"{where}.type")
         else:
             raise _invalid(f"`{where}` must be a content part such as {{\"type\": \"text\", \"text\": …}}.", where)
-    return "".join(texts)
+    return "".join(texts), (parts if images else [])
 
 
-def _messages(value) -> tuple[str | None, tuple[dict, ...], str]:
-    """(system prompt, the conversation before the prompt, the prompt) from OpenAI `messages`."""
+def _image_input(value, param: str, model: AIModel, role: str, number: int) -> ImageInput:
+    """An image_url part, checked: a vision model, a user message, a data URL (never a remote URL: nothing is
+    fetched) whose base64 decodes to an image we accept, judged by its bytes (rag.files.check_upload)."""
+    if not model.vision:
+        raise _invalid(
+            f"`{model.name}` cannot see images: send text only, or pick a model that sees images "
+            "(GET /v1/models: `vision`).",
+            param,
+            code="model_not_vision",
+        )
+    if role != "user":
+        raise _invalid("Images can only be sent in user messages.", param, code="unsupported_content")
+    if not isinstance(value, dict):
+        raise _invalid(f"`{param}` must be an object with a `url` (data:image/png;base64,…).", param)
+    if value.get("detail") not in (None, "auto", "low", "high"):
+        raise _invalid(f"`{param}.detail` must be auto, low or high.", f"{param}.detail")
+    url = value.get("url")
+    param = f"{param}.url"
+    if not isinstance(url, str) or not url:
+        raise _invalid(f"`{param}` must be a data URL (data:image/png;base64,…).", param)
+    if re.match(r"(?i)(https?|ftp|file):", url):
+        raise _invalid(
+            "Remote image URLs are not fetched: send the image itself as a data URL (data:image/png;base64,…).",
+            param,
+            code="remote_image_url",
+        )
+    match = DATA_URL.fullmatch(url)
+    if match is None:
+        raise _invalid("The image URL must be a base64 data URL (data:image/png;base64,…).", param, "invalid_image")
+    if not match["mime"].lower().startswith("image/"):
+        raise _invalid(f"The data URL's type is {match['mime']}, not an image.", param, code="invalid_image")
+    encoded = match["data"]
+    limit = settings.RAG_MAX_FILE_BYTES
+    if len(encoded) > -(-limit * 4 // 3) + 4:  # refused before decoding: base64 is a third larger than the bytes
+        message = f"The image is over {format_bytes(limit)}, the limit per image."
+        raise OpenAIError(413, message, code="image_too_large", param=param)
+    try:
+        data = base64.b64decode(re.sub(r"\s+", "", encoded), validate=True)
+    except (binascii.Error, ValueError):
+        raise _invalid("The image's data URL is not valid base64.", param, code="invalid_image") from None
+    name = f"image-{number}"
+    try:
+        upload = check_upload(name, data)
+    except FileRejected as exc:
+        message = exc.message.replace(f'"{name}"', "The image")
+        raise OpenAIError(exc.status, message, code=exc.code, param=param) from None
+    if upload.kind != "image":
+        raise _invalid(
+            "The data URL does not hold an image (JPEG, PNG, GIF, BMP or TIFF), whatever its type says.",
+            param,
+            code="invalid_image",
+        )
+    return ImageInput(f"{name}.{upload.mime.rsplit('/', 1)[-1]}", upload, param)
+
+
+def _messages(value, model: AIModel) -> tuple[str | None, tuple[dict, ...], str, list[ImageInput]]:
+    """(system prompt, the conversation before the prompt, the prompt, the prompt's images) from OpenAI `messages`.
+
+    The prompt's images are the turn's files (sent to the model as images, and read by OCR like any image turned
+    file); an earlier message's images stay in that message, sent as images to the model (not read by OCR)."""
     if not isinstance(value, list) or not value:
         raise _invalid("`messages` must be a non-empty list of messages.", "messages")
     system: list[str] = []
@@ -257,19 +359,38 @@ def _messages(value) -> tuple[str | None, tuple[dict, ...], str]:
             _text(message["name"], f"{where}.name")
         if message.get("content") is None:
             raise _invalid(f"`{where}.content` is required.", f"{where}.content")
-        text = _message_text(message["content"], f"{where}.content")
+        text, parts = _message_content(message["content"], f"{where}.content", model, role)
         if role in SYSTEM_ROLES:
             if text.strip():
                 system.append(text)
         else:
-            conversation.append({"role": role, "content": text})
+            conversation.append({"role": role, "content": text, "parts": parts})
     last = value[-1]
     if last.get("role") != "user":
         raise _invalid("The last message must be the user's prompt (role “user”).", f"messages[{len(value) - 1}]")
-    prompt = conversation.pop()["content"]
-    if not prompt.strip():
+    prompt_message = conversation.pop()
+    prompt = prompt_message["content"]
+    images = [part for part in prompt_message["parts"] if isinstance(part, ImageInput)]
+    if not prompt.strip() and not images:
         raise _invalid("The last user message is empty.", f"messages[{len(value) - 1}].content")
-    return ("\n\n".join(system) if system else None), tuple(conversation), prompt
+    system_prompt = "\n\n".join(system) if system else None
+    return system_prompt, tuple(_with_images(message) for message in conversation), prompt, images
+
+
+def _with_images(message: dict) -> dict:
+    """An earlier message: its text, or its parts (chat.providers.content) when it has images."""
+    if not message["parts"]:
+        return {"role": message["role"], "content": message["content"]}
+    content = []
+    for part in message["parts"]:
+        if isinstance(part, ImageInput):
+            try:
+                content.append(prepare_image(part.upload))
+            except Exception:  # noqa: BLE001 - the bytes were accepted; one Pillow cannot re-encode is refused
+                raise _invalid("The image could not be read.", part.param, code="invalid_image") from None
+        elif part:  # an empty text part is left out (Anthropic refuses empty text blocks)
+            content.append(text_part(part))
+    return {"role": message["role"], "content": content}
 
 
 def _stop(value) -> tuple[str, ...]:
@@ -331,7 +452,7 @@ def _model(user, name) -> AIModel:
 def _parse(user, data: dict) -> Completion:
     _check_fields(data)
     model = _model(user, data.get("model"))
-    system_prompt, conversation, prompt = _messages(data.get("messages"))
+    system_prompt, conversation, prompt, images = _messages(data.get("messages"), model)
     stream = _flag(data, "stream")
     stream_options = data.get("stream_options")
     include_usage = False
@@ -360,7 +481,8 @@ def _parse(user, data: dict) -> Completion:
         unlisted=not _flag(data, "store"),
         end_user=end_user or "",
     )
-    return Completion(turn, stream, include_usage, min(budget_max, client_max or budget_max))
+    files = tuple((image.name, image.upload.data) for image in images)
+    return Completion(turn, stream, include_usage, min(budget_max, client_max or budget_max), files)
 
 
 def _check_sampling(model: AIModel, sampling: Sampling) -> None:
@@ -381,7 +503,7 @@ def _from_chat_error(exc: ChatError) -> OpenAIError:
     """A refusal of the turn services (check_turn, the quota) in OpenAI's terms."""
     if exc.code == "quota_exceeded":
         error = OpenAIError(429, exc.message, type_="insufficient_quota", code="insufficient_quota")
-        resets = quota.next_month(quota.current_month())
+        resets = charges.next_month(charges.current_month())
         reset_at = dt.datetime(resets.year, resets.month, resets.day, tzinfo=dt.UTC)
         error.headers["Retry-After"] = str(max(1, int((reset_at - dt.datetime.now(dt.UTC)).total_seconds())))
         return error
@@ -541,7 +663,7 @@ async def chat_completions(request):
     try:
         user = await sync_to_async(_authenticate)(request)
         completion = await sync_to_async(_parse)(user, _json_body(request))
-        query = await begin_turn(user, completion.turn)
+        query = await begin_turn(user, completion.turn, files=completion.files)
     except OpenAIError as exc:
         return exc.response()
     except ChatError as exc:
@@ -567,10 +689,17 @@ async def chat_completions(request):
 
 def _listed_models(user) -> list[dict]:
     """The text models that can answer now and this user may use (pro models are for subscribers)."""
-    subscriber = quota.is_subscriber(user)
+    subscriber = charges.is_subscriber(user)
     return [
-        # The catalog keeps no creation time; 0 says "unknown" in OpenAI's integer field.
-        {"id": entry.model.name, "object": "model", "created": 0, "owned_by": entry.model.provider}
+        # The catalog keeps no creation time; 0 says "unknown" in OpenAI's integer field. `vision`: ours (the model
+        # takes image_url parts); OpenAI's SDKs keep fields they do not know.
+        {
+            "id": entry.model.name,
+            "object": "model",
+            "created": 0,
+            "owned_by": entry.model.provider,
+            "vision": entry.model.vision,
+        }
         for entry in catalog()
         if entry.available and entry.model.category == AIModel.Category.TEXT and (subscriber or not entry.model.pro)
     ]

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field, replace
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
+from django.db import transaction
 
 from billing import charges
 from billing.charges import Charge
-from chat import events
+from chat import events, search
 from chat.assist import BilledTo, name_chat, summarise, utility_model
-from chat.branches import history_before
+from chat.branches import MAX_WALK_ROOM, history_walk, path_shape
 from chat.grounding import (
     FileHits,
     Grounding,
@@ -34,9 +35,11 @@ from chat.images import image_urls, store_image
 from chat.models import AIModel, Chat, ChatQuery
 from chat.providers import ProviderError, get_provider, unavailable_reason
 from chat.providers.base import Delta, Usage, Waiting
+from chat.providers.content import text_only, text_part
 from chat.services import PreparedTurn, public_chat_cache_key, token_budget
+from chat.vision import prepare_image
 from core import metrics
-from core.tokens import estimate_message_tokens, fit_history
+from core.tokens import estimate_message_tokens, estimate_tokens, fit_history
 
 logger = logging.getLogger("querynox.turn")
 
@@ -87,11 +90,31 @@ class ResponseWriter:
             changes["model"] = answered_by.name
         if answered_by is not None:
             metadata["provider"] = answered_by.provider
-        await ChatQuery.objects.filter(pk=self.query_id, status=ChatQuery.Status.STREAMING).aupdate(
-            response=self.text, status=status, error=error, metadata=metadata, **changes
+        changes.update(
+            response=self.text,
+            response_tokens=estimate_tokens(self.text),  # measured once, here: later turns' history reads it
+            status=status,
+            error=error,
+            metadata=metadata,
         )
-        query = await ChatQuery.objects.aget(pk=self.query_id)
+        if await sync_to_async(_write_final)(self.query_id, **changes):
+            # What was just written, without reading the row back (an UPDATE leaves updated_at as it was).
+            for name, value in changes.items():
+                setattr(query, name, value)
+        else:  # it had already left `streaming` (stopped and settled elsewhere): the saved state is theirs
+            query = await ChatQuery.objects.aget(pk=self.query_id)
         return query.as_dict()
+
+
+def _write_final(query_id, **fields) -> bool:
+    """The answer's final state and its search index, in one transaction: the answer is indexed once, when it ends
+    (complete, stopped or failed, with what was written), never at each flush while it grows. False when the query
+    had already left `streaming` (nothing written)."""
+    with transaction.atomic():
+        if ChatQuery.objects.filter(pk=query_id, status=ChatQuery.Status.STREAMING).update(**fields):
+            search.index_queries([query_id])
+            return True
+    return False
 
 
 async def until_stopped(items: AsyncIterator, stop: asyncio.Event) -> AsyncIterator:
@@ -121,21 +144,57 @@ async def until_stopped(items: AsyncIterator, stop: asyncio.Event) -> AsyncItera
         await items.aclose()
 
 
-async def load_history(query: ChatQuery, summary_until=None) -> tuple[list[tuple[dict, dict]], bool]:
+@dataclass(frozen=True)
+class LoadedHistory:
+    """What load_history read: the answered turns after the summary that may fit (oldest first, as message pairs),
+    whether the stored summary applies, and the ids of older answered turns after it that were left unread
+    because they cannot fit (oldest first; read only should they be summarised)."""
+
+    turns: list[tuple[dict, dict]]
+    summary_applies: bool
+    unread: tuple = ()
+
+
+def _exchange(past: ChatQuery) -> tuple[dict, dict]:
+    user = {"role": "user", "content": past.prompt, "at": past.created_at}
+    # "at" is kept beside the message (and stripped before sending) so a summary can say up to when it covers.
+    return user, {"role": "assistant", "content": past.response}
+
+
+async def load_history(query: ChatQuery, summary_until=None, room: int | None = None) -> LoadedHistory:
     """The turns of the branch on screen before `query` (its first turn down to `query`'s parent, never another
     version or branch) that have an answer, oldest first; and whether the stored summary (up to the turn created
-    at `summary_until`) applies. It does when that turn is on this branch: then only the turns after it are
-    returned. A summary made on another branch does not, and every turn of this branch is returned."""
-    branch = await history_before(query)
-    covered = next((i + 1 for i, past in enumerate(branch) if past.created_at == summary_until), None)
-    history = []
-    for past in branch[covered or 0 :]:
-        if not past.response:
-            continue
-        history.append(({"role": "user", "content": past.prompt}, {"role": "assistant", "content": past.response}))
-        # Kept beside the message (and stripped before sending) so a summary can say up to when it covers.
-        history[-1][0]["at"] = past.created_at
-    return history, summary_until is None or covered is not None
+    at `summary_until`) applies. It does when that turn is on this branch: then only the turns after it count.
+    A summary made on another branch does not, and every turn of this branch counts.
+
+    Only the newest turns that can fit in `room` tokens are read (chat.branches.history_walk: one query, from the
+    parent up): a turn's cost follows its window, not the chat's length. Should older turns remain (the branch is
+    longer than the window), their ids are returned unread, to be summarised."""
+    if query.parent_id is None:
+        return LoadedHistory([], summary_until is None)
+    return await sync_to_async(_read_history)(query, summary_until, room)
+
+
+def _read_history(query: ChatQuery, summary_until, room: int | None) -> LoadedHistory:
+    walk = history_walk(query.parent_id, MAX_WALK_ROOM if room is None else max(room, 0), summary_until)
+    read = list(walk.turns)
+    if walk.reached_summary:
+        return LoadedHistory([_exchange(past) for past in read[1:] if past.response], True)
+    if walk.reached_first:
+        return LoadedHistory([_exchange(past) for past in read if past.response], summary_until is None)
+    # The window is full before the branch's first turn: whether the summary applies, and what it would have to
+    # cover, depend on the turns above, read by shape only (no text) and only on this rare path.
+    above = path_shape(read[0].parent_id, summary_until)
+    applies = summary_until is None or above.reached_summary
+    after_summary = above.turns[1:] if above.reached_summary else above.turns
+    unread = tuple(past.pk for past in after_summary if past.response_tokens != 0)
+    return LoadedHistory([_exchange(past) for past in read if past.response], applies, unread)
+
+
+async def read_turns(query_ids) -> list[tuple[dict, dict]]:
+    """The answered turns with these ids, as message pairs, in the order given."""
+    rows = {row.pk: row async for row in ChatQuery.objects.filter(pk__in=list(query_ids))}
+    return [_exchange(rows[pk]) for pk in query_ids if pk in rows and rows[pk].response]
 
 
 def summary_exchange(summary: str) -> list[dict]:
@@ -155,10 +214,15 @@ def _wire(messages: list[dict]) -> list[dict]:
 async def fallback_candidates(requested: AIModel) -> list[AIModel]:
     """The requested model, then each configured fallback that is enabled and available, without repeats."""
     candidates = [requested]
-    for name in settings.FALLBACK_MODELS:
-        if name == requested.name:
-            continue
-        model = await AIModel.objects.filter(name=name, enabled=True, category=AIModel.Category.TEXT).afirst()
+    names = [name for name in dict.fromkeys(settings.FALLBACK_MODELS) if name != requested.name]
+    if not names:
+        return candidates
+    found = {
+        model.name: model
+        async for model in AIModel.objects.filter(name__in=names, enabled=True, category=AIModel.Category.TEXT)
+    }
+    for name in names:  # in the configured order, in one query
+        model = found.get(name)
         if model is not None and unavailable_reason(model.provider) is None:
             candidates.append(model)
     return candidates
@@ -177,14 +241,17 @@ class History:
     summary: str = ""
     fixed: tuple[dict, ...] = ()
     chat: Chat | None = None  # where a summary of the oldest turns is stored
+    # Older answered turns after the summary, oldest first, left unread because they cannot fit the window: they
+    # leave it before any of `turns`, and are read only to be summarised.
+    unread: tuple = ()
 
     def head(self) -> list[dict]:
         """What always goes before the turns: the summary exchange and the fixed messages."""
         return summary_exchange(self.summary) + list(self.fixed)
 
     def messages(self) -> list[dict]:
-        """Every message of it, oldest first, role and content only (what the web search's query writer reads)."""
-        return _wire([*self.fixed, *(message for turn in self.turns for message in turn)])
+        """Every message of it, oldest first, role and text only (what the web search's query writer reads)."""
+        return text_only(_wire([*self.fixed, *(message for turn in self.turns for message in turn)]))
 
 
 async def history_for(query: ChatQuery, turn: PreparedTurn) -> History:
@@ -194,10 +261,15 @@ async def history_for(query: ChatQuery, turn: PreparedTurn) -> History:
     if turn.request.conversation is not None:
         return History(fixed=tuple(_wire(turn.request.conversation)))
     chat = query.chat
-    turns, summary_applies = await load_history(query, chat.summary_until)
+    # The most the turns could take: the budget less the system prompt and the prompt (grounding and the summary
+    # only leave less), so no turn that could be sent is left unread.
+    fixed = [{"content": query.system_prompt}] if query.system_prompt else []
+    room = turn.context_budget - sum(map(estimate_message_tokens, [*fixed, {"content": query.prompt}]))
+    loaded = await load_history(query, chat.summary_until, room)
     # A summary made on another branch is left out here; should this branch be too long, it is summarised afresh
     # (fold_into_summary), and that summary replaces the other.
-    return History(tuple(turns), chat.summary if summary_applies else "", chat=chat)
+    summary = chat.summary if loaded.summary_applies else ""
+    return History(tuple(loaded.turns), summary, chat=chat, unread=loaded.unread)
 
 
 @dataclass(frozen=True)
@@ -205,21 +277,31 @@ class TurnMessages:
     """What a turn's messages are made of, assembled once: the system prompt, the grounding (file excerpts, web
     results), the history, the new prompt. `for_budget` lays them out for one model's window.
 
-    Grounding comes before history: older turns leave the window first."""
+    Grounding comes before history: older turns leave the window first. `images` are the prompt's attached images
+    (chat/vision.py: prepared only when the requested model sees images), sent with it to a model that does;
+    earlier turns' images are never sent again (their history is text)."""
 
     system: tuple[dict, ...]
     grounding: Grounding
     history: History
     current: dict
+    images: tuple[dict, ...] = ()
 
     @classmethod
-    def of(cls, query: ChatQuery, history: History, grounding: Grounding) -> "TurnMessages":
+    def of(cls, query: ChatQuery, history: History, grounding: Grounding, images=()) -> "TurnMessages":
         system = ({"role": "system", "content": query.system_prompt},) if query.system_prompt else ()
-        return cls(system, grounding, history, {"role": "user", "content": query.prompt})
+        return cls(system, grounding, history, {"role": "user", "content": query.prompt}, tuple(images))
+
+    def prompt_message(self, vision: bool = True) -> dict:
+        """The new prompt: with its images (before the text, as the providers advise) for a model that sees them."""
+        if not (vision and self.images):
+            return self.current
+        text = self.current["content"]  # none with an image alone (the OpenAI-compatible API allows it)
+        return {**self.current, "content": [*self.images, *([text_part(text)] if text.strip() else [])]}
 
     def grounding_room(self, budget: int) -> int:
         """Tokens the grounding may take in `budget`: all but the system prompt, the history's head and the prompt."""
-        fixed = [*self.system, *self.history.head(), self.current]
+        fixed = [*self.system, *self.history.head(), self.prompt_message()]
         return budget - sum(map(estimate_message_tokens, fixed))
 
     def room_for_files(self, budget: int) -> int:
@@ -233,11 +315,34 @@ class TurnMessages:
         """The same, its grounding shortened to what `budget` leaves it (the sources then shown are these)."""
         return replace(self, grounding=self.grounding.fitted(self.grounding_room(budget)))
 
-    def for_budget(self, budget: int) -> tuple[list[dict], int]:
-        """The messages for a window of `budget` tokens, and how many of the oldest turns were left out."""
+    def for_budget(self, budget: int, vision: bool = True) -> tuple[list[dict], int]:
+        """The messages for a window of `budget` tokens, and how many of the oldest turns were left out. With
+        `vision` false (a model that cannot see images: a fallback, say), every image is left out: text only."""
         grounding = self.grounding.fitted(self.grounding_room(budget))
         head = [*self.system, *grounding.messages(), *self.history.head()]
-        return fit_history(head, list(self.history.turns), self.current, budget)
+        messages, dropped = fit_history(head, list(self.history.turns), self.prompt_message(vision), budget)
+        return (messages if vision else text_only(messages)), dropped + len(self.history.unread)
+
+
+@dataclass(frozen=True)
+class ShownImage:
+    """One of the turn's images, ready to be shown to the model (`part`: chat.providers.content)."""
+
+    sha256: str
+    part: dict
+
+
+async def images_for_model(turn: PreparedTurn) -> AsyncIterator[ShownImage | dict]:
+    """The images step, for a model that sees images: each of the turn's images as an image part (chat/vision.py),
+    or a status saying it could not be (the model then reads its OCR text only, like any other)."""
+    for file in turn.files:
+        if file.upload.kind != "image":
+            continue
+        try:
+            yield ShownImage(file.upload.sha256, await sync_to_async(prepare_image)(file.upload))
+        except Exception:  # noqa: BLE001 - one image that cannot be re-encoded must not end the turn
+            logger.warning("could not prepare an image for the model", exc_info=True)
+            yield events.status(f"{file.upload.name} could not be shown to the model; it will read its text only.")
 
 
 def grounding_of(query: ChatQuery, web: WebFindings | None, files: FileHits | None) -> Grounding:
@@ -258,12 +363,16 @@ async def fold_into_summary(messages: TurnMessages, dropped: int, billed_to: Bil
     model = await utility_model(settings.UTILITY_MODELS)
     if model is None:
         raise ProviderError("no summarising model is available")
-    old, kept = history.turns[:dropped], history.turns[dropped:]
+    read_dropped = dropped - len(history.unread)
+    old = [*await read_turns(history.unread), *history.turns[:read_dropped]]
+    kept = history.turns[read_dropped:]
+    if not old:
+        raise ProviderError("there is nothing to summarise")
     summary = await summarise(model, history.summary, list(old), billed_to)
     until = old[-1][0]["at"]
     await Chat.objects.filter(pk=history.chat.pk).aupdate(summary=summary, summary_until=until)
     history.chat.summary, history.chat.summary_until = summary, until
-    return replace(messages, history=replace(history, turns=kept, summary=summary))
+    return replace(messages, history=replace(history, turns=kept, summary=summary, unread=()))
 
 
 async def fit_to_window(query: ChatQuery, messages: TurnMessages, budget: int) -> AsyncIterator[dict | TurnMessages]:
@@ -339,7 +448,8 @@ async def stream_with_fallback(
             if turn.request.max_tokens is not None:
                 max_tokens = min(max_tokens, turn.request.max_tokens)
         yield events.status("Generating…")
-        wire, _ = messages.for_budget(budget)
+        # A fallback that cannot see images gets text only (the images' OCR text still reaches it as file excerpts).
+        wire, _ = messages.for_budget(budget, vision=candidate.vision)
         try:
             async for event in stream_answer(candidate, wire, max_tokens, turn, stop, progress):
                 yield event
@@ -409,9 +519,17 @@ async def run_turn(
                 else:
                     yield item
 
-        async for event in ingest_files(query, turn.files, stop):
+        images: list[ShownImage] = []
+        if turn.ai_model.vision:
+            async for item in images_for_model(turn):
+                if isinstance(item, ShownImage):
+                    images.append(item)
+                else:
+                    yield item
+        seen = frozenset(image.sha256 for image in images)
+        async for event in ingest_files(query, turn.files, stop, seen_as_images=seen):
             yield event
-        messages = TurnMessages.of(query, history, grounding_of(query, web, None))
+        messages = TurnMessages.of(query, history, grounding_of(query, web, None), [image.part for image in images])
         async for item in search_the_files(query, messages.room_for_files(turn.context_budget)):
             if isinstance(item, FileHits):
                 messages = messages.with_hits(item.hits)
@@ -463,7 +581,8 @@ async def run_turn(
             await progress.writer.finish(ChatQuery.Status.STOPPED, usage=progress.usage, answered_by=progress.model)
             await settle_usage(progress)
         # The files' charges the turn never reached (it stopped or failed first); those settled stay so.
-        await sync_to_async(charges.do_release_all)([file.charge for file in turn.files])
+        if turn.files:
+            await sync_to_async(charges.do_release_all)([file.charge for file in turn.files])
         await cache.adelete(public_chat_cache_key(query.chat_id))
         _log_turn(query, progress)
 

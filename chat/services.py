@@ -11,17 +11,19 @@ from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
 from billing import charges
 from billing.charges import Charge, is_subscriber
-from chat import branches
+from chat import branches, search
 from chat.catalog import default_model_name, sync_self_hosted_models
 from chat.models import AIModel, Chat, ChatQuery
 from chat.providers import unavailable_reason
 from chat.providers.base import DEFAULT_SAMPLING, Sampling
-from core.tokens import answer_budget, estimate_message_tokens
+from chat.providers.content import text_of
+from core.tokens import IMAGE_TOKENS, answer_budget, estimate_message_tokens
 from rag.files import check_uploads, format_bytes
 from rag.models import Document
 from rag.types import FileRejected, Upload
@@ -76,10 +78,16 @@ class TurnRequest:
     max_tokens: int | None = None  # the client's cap on the answer; never above the model's own budget
     sampling: Sampling = DEFAULT_SAMPLING
     unlisted: bool = False  # the chat is never listed and is deleted once the turn ends (OpenAI `store: false`)
+    # A temporary chat (the web UI's toggle; chat/consumers.py): unlisted like the above, but it lives on for the
+    # socket that started it, which alone continues it (`chat_id`) and deletes it when it closes.
+    temporary: bool = False
     end_user: str = ""  # the client's `user`: who, on their side, asked (kept in the query's metadata)
     # Regenerate or edit (chat/branches.py): the new query is another version of this one's turn (same parent).
     # A regenerate has no prompt of its own (it asks that query's prompt again); an edit brings the new prompt.
     version_of: uuid.UUID | None = None
+    # The query a new prompt follows: the last turn of the branch the client shows (a page in another tab may have
+    # selected another branch since). None: the chat's selected branch.
+    parent_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -99,9 +107,10 @@ class PreparedTurn:
     context_budget: int
     files: tuple[TurnFile, ...] = ()
     version_of: ChatQuery | None = None  # the query this turn is another version of (regenerate or edit)
+    parent: ChatQuery | None = None  # the query a new prompt follows, when the client named one (parentId)
 
 
-def _parse_bool(value, field: str) -> bool:
+def parse_bool(value, field: str) -> bool:
     if isinstance(value, bool):
         return value
     if value in (None, ""):
@@ -156,11 +165,25 @@ def parse_turn_request(data, chat_id=None) -> TurnRequest:
         prompt=prompt,
         model=model or None,
         system_prompt=system_prompt,
-        web_search=_parse_bool(data.get("webSearch", data.get("web_search")), "webSearch"),
+        web_search=parse_bool(data.get("webSearch", data.get("web_search")), "webSearch"),
         chat_id=parse_chat_id(raw_chat_id) if raw_chat_id else None,
         attachment_ids=_parse_attachment_ids(data.get("attachments")),
         version_of=version_of,
+        parent_id=_parse_parent_id(data, version_of),
     )
+
+
+def _parse_parent_id(data: dict, version_of) -> uuid.UUID | None:
+    """`parentId`: the query a new prompt follows (the web page sends the last turn it shows; empty: none)."""
+    value = data.get("parentId")
+    if value in (None, ""):
+        return None
+    if version_of is not None:
+        raise ChatError(
+            "A regenerate or edit follows the same turn as its query: send parentId only with a new prompt.",
+            code="invalid_field",
+        )
+    return parse_query_id(value)
 
 
 def _parse_version_of(data: dict) -> uuid.UUID | None:
@@ -222,10 +245,16 @@ def check_turn(user, request: TurnRequest, files: list[tuple[str, bytes]] = ()) 
     for value, what in ((request.prompt, "prompt"), (request.system_prompt, "system prompt"), (request.model, "model")):
         check_encodable(value, what)
     version_of = None
+    # Only the socket that started a temporary chat names it (and then sets `temporary`): its turns are reachable.
+    temporary = (request.chat_id,) if request.temporary and request.chat_id else ()
     if request.version_of is not None:
-        version_of = check_version_of(user, request.version_of, request.chat_id)
+        version_of = check_version_of(user, request.version_of, request.chat_id, temporary)
         request = replace(request, chat_id=version_of.chat_id, prompt=request.prompt or version_of.prompt)
-    chat = get_owned_chat(user, request.chat_id) if request.chat_id else None
+    if temporary:
+        chat = get_temporary_chat(user, request.chat_id)
+    else:
+        chat = get_owned_chat(user, request.chat_id) if request.chat_id else None
+    parent = check_parent(user, request.parent_id, chat, temporary) if request.parent_id is not None else None
     model = check_model(request.model or (chat.model if chat else None) or default_model_name())
     if model.pro and not is_subscriber(user):
         raise ChatError(
@@ -251,6 +280,14 @@ def check_turn(user, request: TurnRequest, files: list[tuple[str, bytes]] = ()) 
             status=413,
         )
     uploads = check_turn_files(user, [*load_attachments(user, request.attachment_ids), *files])
+    images = sum(1 for upload in uploads if upload.kind == "image") if model.vision else 0
+    if images and needed + images * IMAGE_TOKENS > budget:  # a model that sees images is sent them (chat/vision.py)
+        raise ChatError(
+            f"The prompt and its {images} image{'' if images == 1 else 's'} are about "
+            f"{needed + images * IMAGE_TOKENS} tokens; {model.name} accepts at most {budget}.",
+            code="prompt_too_long",
+            status=413,
+        )
     return PreparedTurn(
         request,
         model,
@@ -259,12 +296,22 @@ def check_turn(user, request: TurnRequest, files: list[tuple[str, bytes]] = ()) 
         context_budget=budget,
         files=tuple(TurnFile(upload) for upload in uploads),
         version_of=version_of,
+        parent=parent,
     )
 
 
-def check_version_of(user, query_id, chat_id=None) -> ChatQuery:
+def check_parent(user, query_id, chat: Chat | None, temporary_chats=()) -> ChatQuery:
+    """The query a new prompt follows: the user's, in the chat the prompt continues (with no chat, there is none
+    to follow: a first turn starts a chat)."""
+    query = get_owned_query(user, query_id, temporary_chats)
+    if chat is None or query.chat_id != chat.pk:
+        raise AnswerNotFound()
+    return query
+
+
+def check_version_of(user, query_id, chat_id=None, temporary_chats=()) -> ChatQuery:
     """The query a regenerate or edit makes another version of: the user's, in `chat_id` when given, and done."""
-    query = get_owned_query(user, query_id)
+    query = get_owned_query(user, query_id, temporary_chats)
     if chat_id is not None and query.chat_id != chat_id:
         raise AnswerNotFound()
     if query.is_streaming:
@@ -344,8 +391,9 @@ def do_start_turn(user, turn: PreparedTurn, charge: Charge | None = None) -> Cha
             model=turn.ai_model.name,
             system_prompt=request.system_prompt or "",
             web_search=request.web_search,
-            unlisted=request.unlisted,
+            unlisted=request.unlisted or request.temporary,
         )
+        search.index_chats([chat.pk])  # an unlisted chat is never indexed
         if request.conversation and not request.unlisted:
             _save_client_conversation(chat, request.conversation)
     else:
@@ -354,10 +402,18 @@ def do_start_turn(user, turn: PreparedTurn, charge: Charge | None = None) -> Cha
             chat.system_prompt = request.system_prompt
         chat.web_search = request.web_search
         chat.save(update_fields=["model", "system_prompt", "web_search", "updated_at"])
-    # A new prompt follows the branch on screen; a regenerate or edit is another version of its query's turn.
-    tree = branches.chat_tree(chat.pk, branches.SHAPE_FIELDS) if turn.chat is not None or request.conversation else None
-    shown = tree.selected_branch() if tree else []
-    parent_id = turn.version_of.parent_id if turn.version_of is not None else (shown[-1].pk if shown else None)
+    # A new prompt follows the branch on screen (the one the client shows, when it said which: `parent`, else the
+    # selected one); a regenerate or edit is another version of its query's turn.
+    has_turns = turn.chat is not None or bool(request.conversation)
+    follows_shown = turn.version_of is None and turn.parent is None
+    if turn.version_of is not None:
+        parent_id = turn.version_of.parent_id
+    elif turn.parent is not None:
+        parent_id = turn.parent.pk
+    else:
+        # The selected branch's ids only, walked by index: a turn's start costs the same whatever the chat's length.
+        shown = branches.selected_path_ids(chat.pk) if has_turns else []
+        parent_id = shown[-1] if shown else None
     query = ChatQuery.objects.create(
         chat=chat,
         parent_id=parent_id,
@@ -368,9 +424,11 @@ def do_start_turn(user, turn: PreparedTurn, charge: Charge | None = None) -> Cha
         status=ChatQuery.Status.STREAMING,
         metadata=_initial_metadata(turn),
     )
-    if tree is not None:
-        # The new query becomes the version shown, and so does every turn above it.
-        branches.select_path(chat.pk, [*(q.pk for q in tree.path_to(parent_id)), query.pk])
+    search.index_queries([query.pk])  # the prompt now; the answer when it ends (chat/pipeline.py ResponseWriter)
+    if has_turns and not follows_shown:
+        # The new query becomes the version shown, and so does every turn above it. (A prompt after the branch
+        # shown already is: it is the only child of that branch's last turn, and every turn above is chosen.)
+        branches.select_path(chat.pk, [*branches.ancestor_ids(parent_id), query.pk])
     charges.do_assign_to_query([charge, *(file.charge for file in turn.files)], query.pk)
     invalidate_public_chat(chat.pk)
     if request.attachment_ids:
@@ -388,7 +446,7 @@ def _save_client_conversation(chat: Chat, conversation: tuple[dict, ...]) -> Non
         side = 0 if message["role"] == "user" else 1
         if not exchanges or (side == 0 and exchanges[-1][1]):
             exchanges.append([[], []])
-        exchanges[-1][side].append(message["content"])
+        exchanges[-1][side].append(text_of(message["content"]))  # a client's images are not stored: text only
     base = timezone.now() - dt.timedelta(seconds=1)
     previous = None  # each exchange follows the one before it (one branch: chat/branches.py)
     for position, (prompts, answers) in enumerate(exchanges):
@@ -404,6 +462,7 @@ def _save_client_conversation(chat: Chat, conversation: tuple[dict, ...]) -> Non
         )
         # Ordered before the new turn (history is ordered by created_at, which auto_now_add sets to now).
         ChatQuery.objects.filter(pk=query.pk).update(created_at=base + dt.timedelta(microseconds=position))
+        search.index_queries([query.pk])
 
 
 def _initial_metadata(turn: PreparedTurn) -> dict:
@@ -463,6 +522,7 @@ def do_rename_chat(user, chat_id, title) -> Chat:
         chat = get_owned_chat(user, chat_id)
         chat.title = title
         Chat.objects.filter(pk=chat.pk).update(title=title)
+        search.index_chats([chat.pk])
         invalidate_public_chat(chat.pk)
     return chat
 
@@ -474,8 +534,133 @@ def do_delete_chat(user, chat_id) -> None:
         chat.delete()
 
 
-def chats_for_sidebar(user, limit: int = 200):
-    return Chat.objects.owned_by(user).only("id", "title", "name", "bookmarked", "shared", "updated_at")[:limit]
+# Chat lists come a page at a time, newest activity first; `before` is the cursor of the last chat of the page
+# before (ChatPage.next_cursor).
+CHAT_PAGE_SIZE = 50
+MAX_CHAT_PAGE_SIZE = 200
+# What Chat.as_dict() reads: the lists load these columns and no others (not the summary), so serialising a page
+# never goes back to the database for a deferred field.
+CHAT_LIST_FIELDS = (
+    "id",
+    "title",
+    "name",
+    "model",
+    "system_prompt",
+    "web_search",
+    "shared",
+    "bookmarked",
+    "folder_id",
+    "assistant_id",
+    "pinned",
+    "created_at",
+    "updated_at",
+)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# "p" before a cursor: the page ended among the pinned chats (pinned-first lists: chat_page(pinned_first=True)).
+_CURSOR = re.compile(r"^(p?)(\d{1,19})_([0-9a-f]{32})$")
+
+
+class ChatPage(list):
+    """One page of a chat list (a list of chats) and the cursor of the next page (None: this is the last)."""
+
+    def __init__(self, chats, next_cursor: str | None):
+        super().__init__(chats)
+        self.next_cursor = next_cursor
+
+
+def chat_cursor(chat: Chat, pinned_first: bool = False) -> str:
+    """Where a list continues after `chat`: its last activity (microseconds since 1970, UTC) and its id (and, in a
+    pinned-first list, "p" when it is pinned)."""
+    mark = "p" if pinned_first and chat.pinned else ""
+    return f"{mark}{(chat.updated_at - _EPOCH) // dt.timedelta(microseconds=1)}_{chat.pk.hex}"
+
+
+def parse_chat_cursor(value) -> tuple[dt.datetime, uuid.UUID]:
+    at, chat_id, _ = _parse_chat_cursor(value)
+    return at, chat_id
+
+
+def _parse_chat_cursor(value) -> tuple[dt.datetime, uuid.UUID, bool]:
+    match = _CURSOR.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ChatError(
+            "before must be a cursor from a previous page (nextCursor), e.g. 1767225600000000_<32 hex digits>.",
+            code="invalid_cursor",
+        )
+    try:
+        at = _EPOCH + dt.timedelta(microseconds=int(match[2]))
+    except OverflowError:
+        raise ChatError("before is not a cursor this server gave.", code="invalid_cursor") from None
+    return at, uuid.UUID(match[3]), bool(match[1])
+
+
+def parse_page_size(value) -> int:
+    if value in (None, ""):
+        return CHAT_PAGE_SIZE
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        size = 0
+    if not 1 <= size <= MAX_CHAT_PAGE_SIZE:
+        raise ChatError(f"limit must be a whole number from 1 to {MAX_CHAT_PAGE_SIZE}.", code="invalid_field")
+    return size
+
+
+def chat_page(chats, before=None, limit=None, fields=CHAT_LIST_FIELDS, pinned_first: bool = False) -> ChatPage:
+    """A page of `chats` (a queryset), newest activity first (with `pinned_first`, the pinned chats before the
+    others): those after the cursor `before` (None: from the newest), at most `limit`, in one SQL query whatever
+    the number of chats (one row more than the page says whether another page follows), and one more for the
+    page's tags."""
+    size = parse_page_size(limit)
+    chats = chats.only(*fields).prefetch_related("tags")
+    chats = chats.order_by("-pinned", "-updated_at", "-id") if pinned_first else chats.order_by("-updated_at", "-id")
+    if before not in (None, ""):
+        at, chat_id, after_pinned = _parse_chat_cursor(before)
+        later = Q(updated_at__lt=at) | Q(updated_at=at, id__lt=chat_id)
+        if not pinned_first:
+            chats = chats.filter(later)
+        elif after_pinned:
+            chats = chats.filter((Q(pinned=True) & later) | Q(pinned=False))
+        else:
+            chats = chats.filter(later, pinned=False)
+    rows = list(chats[: size + 1])
+    page = rows[:size]
+    return ChatPage(page, chat_cursor(page[-1], pinned_first) if len(rows) > size else None)
+
+
+def chats_for_sidebar(user, before=None, limit=None) -> ChatPage:
+    """A page of the sidebar's main list: the user's pinned chats first (in a folder or not), then the chats in no
+    folder, newest activity first (a folder's chats load when it is opened: chat/library.py)."""
+    chats = Chat.objects.owned_by(user).filter(Q(folder__isnull=True) | Q(pinned=True))
+    return chat_page(chats, before, limit, pinned_first=True)
+
+
+def check_search_query(value) -> str:
+    """What a search asks for: some text, at most search.MAX_QUERY_CHARS characters."""
+    if not isinstance(value, str) or not value.strip():
+        raise ChatError("Type something to search for (q).", code="empty_query")
+    if len(value) > search.MAX_QUERY_CHARS:
+        raise ChatError(
+            f"Searches are at most {search.MAX_QUERY_CHARS} characters; this one is {len(value)}.",
+            code="query_too_long",
+        )
+    check_encodable(value, "search")
+    return value
+
+
+def parse_search_cursor(value) -> int:
+    """The `cursor` of a search's next page (the `nextCursor` of the one before; none: the first page)."""
+    if value in (None, ""):
+        return 0
+    valid = isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 6
+    if not valid or int(value) >= search.CANDIDATES:
+        raise ChatError("cursor must be the nextCursor of the previous page.", code="invalid_cursor")
+    return int(value)
+
+
+def search_chats(user, query, cursor=None, limit: int = search.PAGE_SIZE) -> search.SearchPage:
+    """The user's chats whose title, prompts or answers match `query`, best first (chat/search.py)."""
+    return search.search(user, check_search_query(query), parse_search_cursor(cursor), limit)
 
 
 def public_chat(chat_id) -> Chat:
@@ -485,13 +670,24 @@ def public_chat(chat_id) -> Chat:
     return chat
 
 
-def get_owned_query(user, query_id) -> ChatQuery:
+def get_owned_query(user, query_id, temporary_chats=()) -> ChatQuery:
+    """One of the user's queries, in a listed chat or in one of `temporary_chats` (the ids of the temporary chats
+    the calling socket started: nobody else reaches those)."""
+    reachable = Q(chat__unlisted=False)
+    if temporary_chats:
+        reachable |= Q(chat_id__in=list(temporary_chats))
     try:
-        return ChatQuery.objects.select_related("chat").get(
-            pk=parse_query_id(query_id), chat__owner=user, chat__unlisted=False
-        )
+        return ChatQuery.objects.select_related("chat").get(reachable, pk=parse_query_id(query_id), chat__owner=user)
     except ChatQuery.DoesNotExist:
         raise AnswerNotFound() from None
+
+
+def get_temporary_chat(user, chat_id) -> Chat:
+    """A temporary chat of the user's (chat/consumers.py names only those its socket started)."""
+    chat = Chat.objects.filter(owner=user, unlisted=True, pk=parse_chat_id(chat_id)).first()
+    if chat is None:
+        raise ChatNotFound()
+    return chat
 
 
 def chat_history(chat: Chat, leaf_id=None) -> list[ChatQuery]:
@@ -503,6 +699,16 @@ def chat_history(chat: Chat, leaf_id=None) -> list[ChatQuery]:
     if not branch:
         raise AnswerNotFound()
     return branch
+
+
+def chat_history_showing(chat: Chat, query_id) -> list[ChatQuery]:
+    """The branch that shows `query_id` (a search result's turn, perhaps a version not selected): its turns above,
+    it, and the versions last shown below it, each with its `versions`; nothing is selected by looking."""
+    tree = branches.chat_tree(chat.pk)
+    branch = tree.branch_through(parse_query_id(query_id))
+    if not branch:
+        raise AnswerNotFound()
+    return tree.annotate(branch)
 
 
 def chat_tree(chat: Chat) -> list[ChatQuery]:
@@ -541,8 +747,9 @@ def do_select_version(user, chat_id, query_id) -> tuple[list[ChatQuery], list[Ch
     return hidden, shown
 
 
-def bookmarked_chats(user):
-    return Chat.objects.owned_by(user).filter(bookmarked=True)
+def bookmarked_chats(user, before=None, limit=None) -> ChatPage:
+    """A page of the user's bookmarked chats, newest activity first."""
+    return chat_page(Chat.objects.owned_by(user).filter(bookmarked=True), before, limit)
 
 
 # --- attachments: files staged by the web UI before the turn is sent --------------------------------------------
@@ -657,13 +864,34 @@ def _discard_expired_attachments(user) -> None:
 # --- documents -----------------------------------------------------------------------------------------------
 
 
+def usable_collection_ids(chat_id) -> list[int]:
+    """The document collections a chat searches besides its own files: its assistant's (chat/assistants.py), while
+    that assistant is the chat owner's own or published. One rule for retrieval and for serving the files."""
+    return list(
+        Chat.objects.filter(pk=chat_id, assistant__collection__isnull=False)
+        .filter(Q(assistant__owner_id=F("owner_id")) | Q(assistant__published=True))
+        .values_list("assistant__collection_id", flat=True)
+    )
+
+
 def get_owned_document(user, chat_id, document_id) -> Document:
-    """A document of one of the user's chats; anyone else's is "not found"."""
+    """A document of one of the user's chats, or of the assistant such a chat was started from (its citations link
+    to them through the chat); anyone else's is "not found"."""
     chat = get_owned_chat(user, chat_id)
     try:
-        return chat.documents.get(pk=int(document_id))
-    except (Document.DoesNotExist, ValueError, TypeError):
-        raise ChatError("Document not found.", code="not_found", status=404) from None
+        document_id = int(document_id)
+    except (ValueError, TypeError):
+        document_id = 0
+    if not 0 < document_id < 2**63:  # beyond what the database stores: nobody's document
+        raise ChatError("Document not found.", code="not_found", status=404)
+    where = Q(chat=chat)
+    collection_ids = usable_collection_ids(chat.pk)
+    if collection_ids:
+        where |= Q(collection_id__in=collection_ids)
+    document = Document.objects.filter(where, pk=document_id).first()
+    if document is None:
+        raise ChatError("Document not found.", code="not_found", status=404)
+    return document
 
 
 def document_url(chat_id, document_id, page: int | None = None) -> str:

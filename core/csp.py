@@ -9,6 +9,8 @@ provider's pages (checkout and the customer portal redirect there: browsers chec
 from django.conf import settings
 from django.utils.deprecation import MiddlewareMixin
 
+from core.async_middleware import HooksOnTheLoop
+
 HEADER = "Content-Security-Policy"
 
 
@@ -28,8 +30,9 @@ def policy() -> str:
     return "; ".join(f"{name} {' '.join(sources)}" for name, sources in directives.items())
 
 
-class ContentSecurityPolicyMiddleware(MiddlewareMixin):
-    """Adds the policy to HTML responses that carry none of their own."""
+class ContentSecurityPolicyMiddleware(HooksOnTheLoop, MiddlewareMixin):
+    """Adds the policy to HTML responses that carry none of their own (on the event loop under ASGI: it only sets a
+    header)."""
 
     def process_response(self, request, response):
         if HEADER not in response and response.get("Content-Type", "").startswith("text/html"):

@@ -9,6 +9,9 @@ import math
 
 BYTES_PER_TOKEN = 3
 MESSAGE_OVERHEAD_TOKENS = 4
+# What one image part costs a vision model, whatever its size: the most any provider charges for an image of at most
+# 2048 pixels a side (chat/vision.py's limit; Anthropic's ~1,600 for 1.15 megapixels, above OpenAI's and Gemini's).
+IMAGE_TOKENS = 1600
 
 
 def estimate_tokens(text: str) -> int:
@@ -17,7 +20,19 @@ def estimate_tokens(text: str) -> int:
 
 
 def estimate_message_tokens(message: dict) -> int:
-    return estimate_tokens(message.get("content") or "") + MESSAGE_OVERHEAD_TOKENS
+    """A message's tokens: its content is text, or a list of parts (text parts, and images at IMAGE_TOKENS each)."""
+    content = message.get("content") or ""
+    if isinstance(content, str):
+        return estimate_tokens(content) + MESSAGE_OVERHEAD_TOKENS
+    tokens = MESSAGE_OVERHEAD_TOKENS
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text":
+            tokens += estimate_tokens(part.get("text") or "")
+        elif part.get("type") == "image":
+            tokens += IMAGE_TOKENS
+    return tokens
 
 
 def answer_budget(context_limit: int, configured_max: int) -> int:

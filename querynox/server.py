@@ -19,10 +19,15 @@ gets to read the 413 instead of a reset connection; nothing of it is kept.
 """
 
 import json
+import os
+import pprint
 import sys
 from urllib.parse import urlsplit
 
+from autobahn.websocket import protocol as autobahn_protocol
+from daphne import cli as daphne_cli
 from daphne import http_protocol
+from daphne.access import AccessLogGenerator
 from daphne.cli import CommandLineInterface
 
 from querynox.body_limits import request_body_limit, too_large_message
@@ -99,9 +104,37 @@ class BoundedWebRequest(http_protocol.WebRequest):
             channel.transport.loseConnection()
 
 
+class _LazyPformat:
+    """pprint.pformat, run only if the text is wanted. autobahn formats its whole configuration for a debug log line
+    at every connection and every handshake, whether or not debug logging is on: that was 4% of a WebSocket
+    handshake's CPU (bench/README.md, WebSockets). txaio renders a log argument with str() when it emits the line."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __str__(self) -> str:
+        return pprint.pformat(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def _access_log_generator(stream):
+    # `--access-log /dev/null` (our default) means no access log: daphne would still format every entry, then drop it.
+    if getattr(stream, "name", None) == os.devnull:
+        stream.close()
+        return None
+    return AccessLogGenerator(stream)
+
+
 def install() -> None:
-    """daphne's HTTPFactory builds each connection's requests from this module attribute."""
+    """daphne's HTTPFactory builds each connection's requests from this module attribute; daphne's command line and
+    autobahn take the access log and pformat from theirs."""
     http_protocol.WebRequest = BoundedWebRequest
+    daphne_cli.AccessLogGenerator = _access_log_generator
+    autobahn_protocol.pformat = _LazyPformat
 
 
 # Options QueryNox runs daphne with unless the command line gives them:

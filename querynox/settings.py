@@ -49,17 +49,21 @@ MIDDLEWARE = [
     # Outermost: one JSON line per request, timed to the last byte (core/middleware.py).
     "core.middleware.RequestLogMiddleware",
     # django-prometheus's pair brackets everything else: request counts, latencies, statuses by view.
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # The rest are Django's, WhiteNoise's and django-prometheus's own, subclassed so that under ASGI their hooks run on
+    # the event loop instead of a thread each (core/async_middleware.py).
+    "core.async_middleware.AsyncPrometheusBeforeMiddleware",
+    # Django's own, by name: `check --deploy` finds them by these dotted paths, and its HSTS, SSL-redirect and
+    # cookie checks only run when it does (querynox/tests/test_deployment_hardening.py).
     "django.middleware.security.SecurityMiddleware",
     "core.csp.ContentSecurityPolicyMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "core.async_middleware.AsyncWhiteNoiseMiddleware",
+    "core.async_middleware.AsyncSessionMiddleware",
+    "core.async_middleware.AsyncCommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "core.async_middleware.AsyncAuthenticationMiddleware",
+    "core.async_middleware.AsyncMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "core.async_middleware.AsyncPrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "querynox.urls"
@@ -163,6 +167,19 @@ if S3_BUCKET:
 # Request bodies: a turn is a prompt plus a few fields; files arrive with the RAG issue.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 1_000_000, minimum=1024)
 MAX_PROMPT_CHARS = env_int("MAX_PROMPT_CHARS", 100_000, minimum=1)
+# Importing chats (chat/portability.py): one file per import (QueryNox's JSON, a ZIP of it, ChatGPT's
+# conversations.json or its export ZIP) of at most IMPORT_MAX_BYTES (also the most one JSON file inside a ZIP may
+# unpack to, since it is parsed whole); all the JSON a ZIP unpacks to, and all the text an import yields, at most
+# IMPORT_MAX_UNPACKED_BYTES; at most IMPORT_MAX_CHATS chats and IMPORT_MAX_QUERIES turns; answers cut at
+# IMPORT_MAX_RESPONSE_CHARS (prompts at MAX_PROMPT_CHARS). Imports are charged to no quota, but each user may send
+# IMPORT_DAILY_LIMIT of them a day.
+IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
+IMPORT_MAX_UNPACKED_BYTES = env_int("IMPORT_MAX_UNPACKED_BYTES", 50 * 1024 * 1024, minimum=1024)
+IMPORT_MAX_ZIP_MEMBERS = env_int("IMPORT_MAX_ZIP_MEMBERS", 5000, minimum=1)
+IMPORT_MAX_CHATS = env_int("IMPORT_MAX_CHATS", 1000, minimum=1)
+IMPORT_MAX_QUERIES = env_int("IMPORT_MAX_QUERIES", 20_000, minimum=1)
+IMPORT_MAX_RESPONSE_CHARS = env_int("IMPORT_MAX_RESPONSE_CHARS", 200_000, minimum=100)
+IMPORT_DAILY_LIMIT = env_int("IMPORT_DAILY_LIMIT", 10, minimum=1)
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
@@ -276,6 +293,9 @@ GENERATION_HEARTBEAT_SECONDS = env_int("GENERATION_HEARTBEAT_MS", 2000, minimum=
 GENERATION_SHUTDOWN_GRACE_SECONDS = env_int("GENERATION_SHUTDOWN_GRACE_SECONDS", 20, minimum=0)
 # How often each instance looks for answers left `streaming` by an instance that died.
 GENERATION_SWEEP_SECONDS = env_int("GENERATION_SWEEP_SECONDS", 30, minimum=1)
+# A temporary chat is deleted when its tab's socket closes; one whose socket died without closing (an instance lost)
+# is deleted by the same sweep once idle this long (no turn for TEMPORARY_CHAT_MAX_IDLE_HOURS, none running).
+TEMPORARY_CHAT_MAX_IDLE_HOURS = env_int("TEMPORARY_CHAT_MAX_IDLE_HOURS", 12, minimum=1)
 
 # Web search (chat/websearch.py). WEB_SEARCH_BACKEND picks google | searxng | tavily | brave; unset, the first
 # back-end whose settings are present is used, in that order; set but empty, web search is off. Keys travel in
@@ -347,6 +367,9 @@ SIGNUP_RATE_LIMIT = env_int("SIGNUP_RATE_LIMIT", 10, minimum=1)  # sign-up attem
 SIGNUP_RATE_WINDOW = env_int("SIGNUP_RATE_WINDOW", 3600, minimum=1)
 API_KEY_RATE_LIMIT = env_int("API_KEY_RATE_LIMIT", 10, minimum=1)  # API keys created per user per window
 API_KEY_RATE_WINDOW = env_int("API_KEY_RATE_WINDOW", 3600, minimum=1)
+# How long a key found valid is answered from memory (accounts/key_cache.py): revoking it, or deactivating its user,
+# takes effect at once on this instance and within this many seconds on the others. 0: every request asks the database.
+API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 10, minimum=0)
 # The OpenAI-compatible /v1 API: requests with a missing or wrong key, per client address and window (seconds),
 # before they are refused with 429 instead of 401 (a key's own traffic is bounded by its owner's quota).
 OPENAI_API_BAD_KEY_RATE_LIMIT = env_int("OPENAI_API_BAD_KEY_RATE_LIMIT", 20, minimum=1)

@@ -27,11 +27,11 @@ class ChunkInline(admin.TabularInline):
 
 @admin.register(Document)
 class DocumentAdmin(ReadOnlyAdmin):
-    list_display = ("name", "chat", "kind", "pages", "status", "embedding_model", "created_at")
+    list_display = ("name", "chat", "collection", "kind", "pages", "status", "embedding_model", "created_at")
     list_filter = ("status", "kind", "embedding_model")
     search_fields = ("name", "sha256", "chat__id", "chat__owner__email")
-    list_select_related = ("chat",)
-    raw_id_fields = ("chat",)
+    list_select_related = ("chat", "collection")
+    raw_id_fields = ("chat", "collection")
     inlines = [ChunkInline]
 
 
@@ -40,5 +40,5 @@ class ChunkAdmin(ReadOnlyAdmin):
     list_display = ("document", "position", "page", "heading", "tokens")
     search_fields = ("text", "heading", "document__name")
     list_select_related = ("document",)
-    raw_id_fields = ("document", "chat")
+    raw_id_fields = ("document", "chat", "collection")
     exclude = ("embedding",)  # raw float16 bytes mean nothing on screen

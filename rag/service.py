@@ -1,5 +1,6 @@
-"""Putting a file into a chat: extract, chunk, embed, store; and what the UI and the pipeline ask about a chat's
-documents. Synchronous (the turn pipeline calls it in a worker thread through sync_to_async)."""
+"""Putting a file into a chat (or into a collection several chats share): extract, chunk, embed, store; and what
+the UI and the pipeline ask about their documents. Synchronous (the turn pipeline calls it in a worker thread
+through sync_to_async)."""
 
 import logging
 import time
@@ -10,12 +11,13 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from rag.chunking import chunk_pages
 from rag.embeddings import EmbeddingError, get_embedder
 from rag.extract import extract
-from rag.models import Chunk, Document, encode_embedding
+from rag.models import Chunk, Collection, Document, encode_embedding
 from rag.types import ChunkDraft, FileRejected, Upload
 
 logger = logging.getLogger(__name__)
@@ -29,7 +31,8 @@ HEARTBEAT_SECONDS = 5.0
 
 
 def ingest(chat, upload: Upload, progress: Progress | None = None) -> Document:
-    """The chat's ready Document for `upload`, processing the file unless the chat already has it.
+    """The chat's ready Document for `upload`, processing the file unless the chat already has it. `chat` may be a
+    Collection instead: the file is then the collection's, read once for every chat that searches it.
 
     Raises FileRejected (the Document is then saved as failed with the same message) when the file has no usable
     text, or when the embedder cannot be reached (code "embedding_unavailable", status 503). Two requests with the
@@ -62,9 +65,23 @@ def ingest(chat, upload: Upload, progress: Progress | None = None) -> Document:
     return document
 
 
-def chat_has_documents(chat_id) -> bool:
-    """Whether retrieval has anything to search in this chat (its ready documents)."""
-    return Document.objects.filter(chat_id=chat_id, status=Document.Status.READY).exists()
+def chat_has_documents(chat_id, collection_ids=()) -> bool:
+    """Whether retrieval has anything to search in this chat: its ready documents, or those of the collections it
+    searches too (`collection_ids`: its assistant's)."""
+    where = Q(chat_id=chat_id)
+    if collection_ids:
+        where |= Q(collection_id__in=list(collection_ids))
+    return Document.objects.filter(where, status=Document.Status.READY).exists()
+
+
+def documents_for_collection(collection_id) -> list[Document]:
+    """Every document of the collection, oldest first, whatever its status."""
+    return list(Document.objects.filter(collection_id=collection_id).order_by("created_at", "id"))
+
+
+def _scope(target) -> dict:
+    """The Document fields naming where a file goes: a collection, or a chat."""
+    return {"collection": target} if isinstance(target, Collection) else {"chat": target}
 
 
 def documents_for_chat(chat_id) -> list[Document]:
@@ -79,19 +96,20 @@ def _ignore(message: str) -> None:
     pass
 
 
-def _claim(chat, upload: Upload, report: Progress) -> Document:
+def _claim(target, upload: Upload, report: Progress) -> Document:
     """The chat's Document for this file: a ready one, or one that this call now owns (status processing).
 
     The unique (chat, sha256) constraint decides races: whoever creates the row processes the file; the others
     wait for it, and take it over only when it failed or its worker stopped renewing it (crashed)."""
     told_to_wait = False
+    scope = _scope(target)
     while True:
-        document = Document.objects.filter(chat=chat, sha256=upload.sha256).first()
+        document = Document.objects.filter(**scope, sha256=upload.sha256).first()
         if document is None:
             try:
                 with transaction.atomic():
                     return Document.objects.create(
-                        chat=chat,
+                        **scope,
                         name=upload.name[:255],
                         kind=upload.kind,
                         mime=upload.mime,
@@ -101,7 +119,7 @@ def _claim(chat, upload: Upload, report: Progress) -> Document:
             except IntegrityError:
                 continue  # another request created it a moment ago: look again
         if document.status == Document.Status.READY:
-            report(f"{document.name} is already in this chat")
+            report(f"{document.name} is already in this {'collection' if 'collection' in scope else 'chat'}")
             return document
         stale = timezone.now() - document.updated_at > timedelta(seconds=settings.RAG_INGEST_STALE_SECONDS)
         if document.status == Document.Status.FAILED or stale:
@@ -170,13 +188,15 @@ def embedding_text(draft: ChunkDraft) -> str:
 
 
 def _copy_from_earlier_upload(document: Document, upload: Upload, report: Progress) -> bool:
-    """Reuse the chunks and vectors of the same file already read in another chat of the same user, when they were
-    embedded by the current embedder: no extraction, OCR or embedding again. Only the same user's: another user's
-    earlier upload would make this one noticeably faster, telling them that someone else has this exact file."""
+    """Reuse the chunks and vectors of the same file already read in another chat (or collection) of the same user,
+    when they were embedded by the current embedder: no extraction, OCR or embedding again. Only the same user's:
+    another user's earlier upload would make this one noticeably faster, telling them that someone else has this
+    exact file."""
     embedder_name = get_embedder().name
+    owner_id = document.owner_id
     earlier = (
         Document.objects.filter(
-            chat__owner_id=document.chat.owner_id,
+            Q(chat__owner_id=owner_id) | Q(collection__owner_id=owner_id),
             sha256=upload.sha256,
             status=Document.Status.READY,
             embedding_model=embedder_name,
@@ -204,6 +224,7 @@ def _store(document, upload, drafts, vectors, pages, notes, embedder_name) -> No
         Chunk(
             document=document,
             chat_id=document.chat_id,
+            collection_id=document.collection_id,
             position=index,
             page=draft.page,
             heading=draft.heading,
@@ -228,8 +249,9 @@ def _store(document, upload, drafts, vectors, pages, notes, embedder_name) -> No
 def _stored_file(document: Document, upload: Upload) -> str:
     """The original file in the default storage: the copy already stored for this user and content, else a new
     one at documents/<user id>/<sha256>/<name>."""
+    owner_id = document.owner_id
     existing = (
-        Document.objects.filter(chat__owner_id=document.chat.owner_id, sha256=upload.sha256)
+        Document.objects.filter(Q(chat__owner_id=owner_id) | Q(collection__owner_id=owner_id), sha256=upload.sha256)
         .exclude(file="")
         .exclude(pk=document.pk)
         .values_list("file", flat=True)

@@ -49,9 +49,11 @@ Configuration (`configure(**changes)` or the control endpoint; `reset()` restore
                      normally), so "fail once, then succeed" is `{"kind": "http_500", "times": 1}`.
 
 Token accounting is deterministic and visible: input tokens = `count_tokens` over every message (and system)
-text, output tokens = the number of reply words sent. Each request log entry records what was asked (path, api,
-model, messages, system, stream, max_tokens, api_key; and `sampling`: the temperature, top_p and stop sequences
-it was sent, under the provider's own names) and the usage the emulator reported.
+text (plus IMAGE_TOKENS per image), output tokens = the number of reply words sent. Each request log entry records
+what was asked (path, api, model, messages, system, stream, max_tokens, api_key; `sampling`: the temperature, top_p
+and stop sequences it was sent, under the provider's own names; `images`: the image parts received, decoded, in each
+format — OpenAI image_url data URLs, Anthropic base64 image blocks, Gemini inlineData — see `images_in`) and the
+usage the emulator reported. An image part a provider would refuse (bad base64, no data) is answered 400.
 
 In process:    emulator = ProviderEmulator().start(); emulator.url; emulator.configure(reply="Hi"); emulator.stop()
 As a command:  python -m testsupport.emulator --port 8765 [--reply TEXT] [--tokens-per-second N] [--config JSON]
@@ -82,6 +84,7 @@ DEFAULT_REPLY = "Hello from the provider emulator. This answer is streamed one w
 DEFAULT_MODELS = ["gpt-3.5-turbo", "emulator-model"]
 FAULT_KINDS = ("drop", "cut", "truncate", "malformed", "slow_first_byte", "stall")
 _HTTP_FAULT = re.compile(r"^http_(\d{3})$")
+IMAGE_TOKENS = 85  # input tokens the emulator counts per image part received
 _GEMINI_PATH = re.compile(r"/models/([^/:]+):(generateContent|streamGenerateContent)$")
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _WORD = re.compile(r"\s*\S+")
@@ -144,6 +147,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    # socketserver's default backlog of 5 drops SYNs when a benchmark opens a thousand streams at once.
+    request_queue_size = 1024
 
     def handle_error(self, request, client_address):
         """A client that resets its connection is normal here (faults, early closes): stay quiet about it."""
@@ -412,6 +417,62 @@ def _text_of(content) -> str:
     return ""
 
 
+class BadImage(ValueError):
+    """An image part the provider would refuse (400): not base64, or not where the format puts an image."""
+
+
+def _decode_base64(data) -> bytes:
+    if not isinstance(data, str) or not data:
+        raise BadImage("image data must be a non-empty base64 string")
+    # google-genai sends bytes as URL-safe base64; OpenAI and Anthropic as standard base64.
+    standard = data.replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
+    except ValueError:
+        raise BadImage("image data is not valid base64") from None
+
+
+def _image(index: int, mime, data: bytes) -> dict:
+    return {"message": index, "mime": mime, "data": base64.b64encode(data).decode(), "bytes": len(data)}
+
+
+def images_in(api: str, messages: list) -> list[dict]:
+    """The image parts of a request's messages, in each wire format, decoded: {"message" (its index), "mime",
+    "data" (standard base64 of the bytes received), "bytes"}; a remote URL is recorded as {"message", "url"},
+    never fetched. Raises BadImage for an image part the provider would refuse."""
+    found: list[dict] = []
+    for index, message in enumerate(messages if isinstance(messages, list) else []):
+        if not isinstance(message, dict):
+            continue
+        parts = message.get("parts") if api == "gemini" else message.get("content")
+        for part in parts if isinstance(parts, list) else []:
+            if not isinstance(part, dict):
+                continue
+            if api == "openai" and part.get("type") == "image_url":
+                url = (part.get("image_url") or {}).get("url") if isinstance(part.get("image_url"), dict) else None
+                if not isinstance(url, str):
+                    raise BadImage("image_url.url is required")
+                match = re.fullmatch(r"data:([^;,]+);base64,(.*)", url, re.DOTALL)
+                if match:
+                    found.append(_image(index, match.group(1), _decode_base64(match.group(2))))
+                elif url.startswith(("http://", "https://")):
+                    found.append({"message": index, "url": url})
+                else:
+                    raise BadImage("image_url.url must be a data URL or an http(s) URL")
+            elif api == "anthropic" and part.get("type") == "image":
+                source = part.get("source") or {}
+                if source.get("type") != "base64" or not source.get("media_type"):
+                    raise BadImage("image source must be {type: base64, media_type, data}")
+                found.append(_image(index, source["media_type"], _decode_base64(source.get("data"))))
+            elif api == "gemini" and ("inlineData" in part or "inline_data" in part):
+                inline = part.get("inlineData") or part.get("inline_data") or {}
+                mime = inline.get("mimeType") or inline.get("mime_type")
+                if not mime:
+                    raise BadImage("inlineData.mimeType is required")
+                found.append(_image(index, mime, _decode_base64(inline.get("data"))))
+    return found
+
+
 def _png(width: int, height: int, seed: bytes) -> bytes:
     """A solid-colour RGB PNG, colour derived from `seed` (so each prompt gets its own)."""
     return solid_png(max(1, min(width, 1024)), max(1, min(height, 1024)), tuple(seed[:3]))
@@ -596,6 +657,7 @@ class ProviderEmulator:
             api_key=exchange.api_key(),
             model=None,
             messages=[],
+            images=[],
             system=None,
             stream=False,
             max_tokens=None,
@@ -690,6 +752,7 @@ class ProviderEmulator:
         ex.fault = None  # an error body is never itself cut or malformed
         if ex.api == "anthropic":
             kinds = {
+                400: "invalid_request_error",
                 401: "authentication_error",
                 404: "not_found_error",
                 429: "rate_limit_error",
@@ -705,10 +768,12 @@ class ProviderEmulator:
         elif ex.api == "searxng":
             payload = {"error": message}
         elif ex.api in ("gemini", "search"):
-            statuses = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED"}
+            statuses = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND"}
+            statuses[429] = "RESOURCE_EXHAUSTED"
             payload = {"error": {"code": status, "message": message, "status": statuses.get(status, "INTERNAL")}}
         else:
-            kinds = {401: "invalid_request_error", 404: "invalid_request_error", 429: "rate_limit_exceeded"}
+            kinds = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error"}
+            kinds[429] = "rate_limit_exceeded"
             code = {401: "invalid_api_key", 429: "rate_limit_exceeded"}.get(status)
             payload = {
                 "error": {"message": message, "type": kinds.get(status, "server_error"), "param": None, "code": code}
@@ -745,15 +810,28 @@ class ProviderEmulator:
             ex.send_json(400, {"ok": False, "error": str(exc)})
 
     # --- shared generation --------------------------------------------------------------------------------
-    def _generation(self, ex: _Exchange, messages: list[dict], system: str | None, max_tokens) -> tuple:
+    def _generation(
+        self, ex: _Exchange, messages: list[dict], system: str | None, max_tokens, images: list | None = None
+    ) -> tuple:
         pieces = reply_pieces(ex.config["reply"])
         truncated = False
         if isinstance(max_tokens, int) and max_tokens >= 0 and len(pieces) > max_tokens:
             pieces, truncated = pieces[:max_tokens], True
+        images = images or []
         input_tokens = count_tokens(system or "") + sum(count_tokens(m["content"]) for m in messages)
+        input_tokens += IMAGE_TOKENS * len(images)
         usage = {"input_tokens": input_tokens, "output_tokens": len(pieces)}
-        ex.entry.update(messages=messages, system=system, max_tokens=max_tokens, usage=usage)
+        ex.entry.update(messages=messages, system=system, max_tokens=max_tokens, usage=usage, images=images)
         return pieces, truncated, usage
+
+    def _received_images(self, ex: _Exchange, api: str, messages) -> list[dict] | None:
+        """The request's images (images_in), or None after answering 400 as the provider would."""
+        try:
+            return images_in(api, messages)
+        except BadImage as exc:
+            ex.entry["outcome"] = f"bad_image: {exc}"
+            self._error(ex, 400, f"Invalid image: {exc}")
+            return None
 
     def _next_id(self, prefix: str) -> str:
         with self._lock:
@@ -770,7 +848,10 @@ class ProviderEmulator:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         sampling = {key: body[key] for key in ("temperature", "top_p", "stop") if key in body}
         ex.entry.update(model=model, stream=stream, include_usage=include_usage, sampling=sampling)
-        pieces, truncated, usage = self._generation(ex, messages, None, max_tokens)
+        images = self._received_images(ex, "openai", body.get("messages"))
+        if images is None:
+            return
+        pieces, truncated, usage = self._generation(ex, messages, None, max_tokens, images)
         finish = "length" if truncated else "stop"
         openai_usage = {
             "prompt_tokens": usage["input_tokens"],
@@ -889,7 +970,10 @@ class ProviderEmulator:
         stream = bool(body.get("stream"))
         sampling = {key: body[key] for key in ("temperature", "top_p", "stop_sequences") if key in body}
         ex.entry.update(model=model, stream=stream, sampling=sampling)
-        pieces, truncated, usage = self._generation(ex, messages, system_text, body.get("max_tokens"))
+        images = self._received_images(ex, "anthropic", body.get("messages"))
+        if images is None:
+            return
+        pieces, truncated, usage = self._generation(ex, messages, system_text, body.get("max_tokens"), images)
         stop_reason = "max_tokens" if truncated else "end_turn"
         message_id = self._next_id("msg_emu")
         if not stream:
@@ -990,7 +1074,10 @@ class ProviderEmulator:
         config = body.get("generationConfig") or {}
         sampling = {key: config[key] for key in ("temperature", "topP", "stopSequences") if key in config}
         ex.entry.update(model=model, stream=stream, sampling=sampling)
-        pieces, truncated, usage = self._generation(ex, messages, system_text, config.get("maxOutputTokens"))
+        images = self._received_images(ex, "gemini", body.get("contents"))
+        if images is None:
+            return
+        pieces, truncated, usage = self._generation(ex, messages, system_text, config.get("maxOutputTokens"), images)
         finish = "MAX_TOKENS" if truncated else "STOP"
         response_id = self._next_id("emu")
 

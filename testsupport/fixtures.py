@@ -125,6 +125,19 @@ def live_server_url(daphne_server):
     return daphne_server.url
 
 
+@pytest.fixture(scope="module")
+def emulator_server(tmp_path_factory, provider_emulator):
+    """A real daphne (one per test module) whose only provider is the session's provider emulator, reset for it:
+    its tests `provider_emulator.configure()` the reply they want (testsupport.browser.start_emulator_server)."""
+    from testsupport.browser import start_emulator_server
+
+    provider_emulator.reset()
+    server = start_emulator_server(tmp_path_factory.mktemp("emulator-live"), provider_emulator.url)
+    yield server
+    server.stop()
+    provider_emulator.reset()
+
+
 # --- a real S3 API (moto's server) on loopback, for the S3/R2 storage path ---------------------------------------
 
 
@@ -275,7 +288,8 @@ def pytest_runtest_makereport(item, call):
     """When a test that used the real server fails, show the end of the server's log with the failure."""
     outcome = yield
     report = outcome.get_result()
-    server = getattr(item, "funcargs", {}).get("daphne_server")
+    funcargs = getattr(item, "funcargs", {})
+    server = funcargs.get("daphne_server") or funcargs.get("emulator_server")
     if report.failed and server is not None:
         report.sections.append(("daphne log (last lines)", server.log_tail(60)))
 
@@ -372,3 +386,4 @@ def _seeded_catalog(request):
 
     if not AIModel.objects.filter(name="gpt-3.5-turbo").exists():
         importlib.import_module("chat.migrations.0002_seed_catalog").seed(apps, None)
+        importlib.import_module("chat.migrations.0010_aimodel_vision").mark_vision_models(apps, None)

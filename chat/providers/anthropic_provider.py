@@ -4,6 +4,7 @@ import anthropic
 from django.conf import settings
 
 from chat.providers.base import DEFAULT_SAMPLING, Completion, Delta, Usage
+from chat.providers.content import anthropic_content
 from chat.providers.sdk import SDKProvider, split_system
 from core.sdk import CappedRetryWait, close_quietly, ssl_context, timeout_kwargs
 
@@ -34,6 +35,8 @@ class AnthropicProvider(SDKProvider):
     @staticmethod
     def _request(model_id: str, messages: list[dict], max_tokens: int, sampling=DEFAULT_SAMPLING) -> dict:
         system, rest = split_system(messages)
+        # Image parts (vision models only: chat/vision.py) become base64 `image` blocks.
+        rest = [{"role": m["role"], "content": anthropic_content(m["content"])} for m in rest]
         request = {"model": model_id, "messages": rest, "max_tokens": max_tokens}
         if system:
             request["system"] = system

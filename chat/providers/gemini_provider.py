@@ -9,6 +9,7 @@ from google import genai
 from google.genai import types
 
 from chat.providers.base import DEFAULT_SAMPLING, Completion, Delta, ProviderError, Usage
+from chat.providers.content import is_image
 from chat.providers.sdk import SDKProvider, split_system
 from core.sdk import capped_retry_wait, close_quietly, ssl_context, timeout_kwargs
 
@@ -79,7 +80,7 @@ class GeminiProvider(SDKProvider):
     def _request(model_id: str, messages: list[dict], max_tokens: int, sampling=DEFAULT_SAMPLING) -> dict:
         system, rest = split_system(messages)
         contents = [
-            types.Content(role="model" if m["role"] == "assistant" else "user", parts=[types.Part(text=m["content"])])
+            types.Content(role="model" if m["role"] == "assistant" else "user", parts=_parts(m["content"]))
             for m in rest
         ]
         config = types.GenerateContentConfig(
@@ -141,6 +142,19 @@ class GeminiProvider(SDKProvider):
         no_retry = types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1))
         async with asyncio.timeout(settings.PROVIDER_HEALTH_TIMEOUT):
             await self.client().aio.models.list(config=types.ListModelsConfig(page_size=1, http_options=no_retry))
+
+
+def _parts(content) -> list:
+    """A message's parts: its text, or its text and image parts (vision models only: chat/vision.py) as inline
+    bytes."""
+    if not isinstance(content, list):
+        return [types.Part(text=content)]
+    return [
+        types.Part.from_bytes(data=part["data"], mime_type=part["mime"])
+        if is_image(part)
+        else types.Part(text=part.get("text") or "")
+        for part in content
+    ]
 
 
 def _check_blocked(response) -> None:

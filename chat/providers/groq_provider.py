@@ -34,6 +34,6 @@ class GroqProvider(ChatCompletionsProvider):
         # The groq SDK takes no stream_options; Groq reports the usage on the final chunk anyway (_chunk_usage).
         return {}
 
-    def _chunk_usage(self, chunk):
+    def _chunk_usage(self, chunk: dict) -> dict | None:
         # Under x_groq on the final chunk (and in `usage` when a server sends it there).
-        return chunk.usage or (chunk.x_groq.usage if chunk.x_groq else None)
+        return chunk.get("usage") or (chunk.get("x_groq") or {}).get("usage")

@@ -11,6 +11,7 @@ from pathlib import Path
 from django.conf import settings
 
 from chat.providers.base import DEFAULT_SAMPLING, Delta, Provider, ProviderError, Usage, Waiting
+from chat.providers.content import text_only
 from core import metrics
 
 logger = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class LocalProvider(Provider):
             return cancelled.is_set()
 
         request = {
-            "messages": messages,
+            "messages": text_only(messages),  # it sees no images (the pipeline sends it none; this keeps it so)
             "stream": True,
             "max_tokens": max_tokens,
             "temperature": settings.LOCAL_MODEL_TEMPERATURE if sampling.temperature is None else sampling.temperature,

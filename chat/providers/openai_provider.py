@@ -4,14 +4,17 @@ the wire format itself, shared with Groq (chat/providers/groq_provider.py), whos
 
 import base64
 import binascii
+import json
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator
 
 import openai
 from django.conf import settings
 
 from chat.providers.base import DEFAULT_SAMPLING, Completion, Delta, GeneratedImage, ProviderError, Usage
+from chat.providers.content import openai_content
 from chat.providers.sdk import SDKProvider
 from core.sdk import CappedRetryWait, close_quietly, ssl_context, timeout_kwargs
 
@@ -20,6 +23,38 @@ logger = logging.getLogger(__name__)
 OPENROUTER_DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 # The SDK needs some key; a keyless self-hosted server gets this one (never another provider's key).
 NO_KEY = "no-key"
+
+
+async def sse_data(http_response) -> AsyncIterator[str]:
+    """The data of each server-sent event of a streamed HTTP response, as it arrives (`event:`, `id:` and comment
+    lines are not needed by the chat-completions format and are skipped)."""
+    pending = b""
+    data: list[str] = []
+    async for piece in http_response.aiter_bytes():
+        *lines, pending = (pending + piece).split(b"\n")
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:
+                if data:
+                    yield "\n".join(data)
+                    data = []
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                data.append((value[1:] if value.startswith(b" ") else value).decode())
+    if pending.startswith(b"data:"):
+        value = pending[5:].rstrip(b"\r")
+        data.append((value[1:] if value.startswith(b" ") else value).decode())
+    if data:  # the last event, without its closing blank line
+        yield "\n".join(data)
+
+
+def stream_error(error, request) -> openai.APIError:
+    """An error event inside a stream, raised as the SDK raises it (an APIError without a status)."""
+    message = error.get("message") if isinstance(error, dict) else None
+    if not message or not isinstance(message, str):
+        message = "An error occurred during streaming"
+    return openai.APIError(message=message, request=request, body=error)
 
 
 class _AsyncOpenAI(CappedRetryWait, openai.AsyncOpenAI):
@@ -47,7 +82,8 @@ class ChatCompletionsProvider(SDKProvider):
     def _request(self, model_id: str, messages: list[dict], max_tokens: int, sampling=DEFAULT_SAMPLING) -> dict:
         request = {
             "model": model_id,
-            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+            # Image parts (vision models only: chat/vision.py) become `image_url` parts carrying a data URL.
+            "messages": [{"role": m["role"], "content": openai_content(m["content"])} for m in messages],
             self.max_tokens_param: max_tokens,
         }
         if sampling.temperature is not None:
@@ -63,42 +99,56 @@ class ChatCompletionsProvider(SDKProvider):
         return {"stream_options": {"include_usage": True}}
 
     async def _stream(self, model_id, messages, max_tokens, sampling=DEFAULT_SAMPLING):
-        stream = await self.client().chat.completions.create(
-            **self._request(model_id, messages, max_tokens, sampling), stream=True, **self._stream_options()
-        )
+        # The SDK sends the request (retries, status errors, timeouts as configured) and hands back the raw HTTP
+        # stream; its chunks are read here as plain JSON, without the SDK's pydantic object per chunk (most of
+        # the CPU a streamed turn spent in the SDK).
+        request = {**self._request(model_id, messages, max_tokens, sampling), "stream": True, **self._stream_options()}
+        response = await self.client().chat.completions.with_streaming_response.create(**request).__aenter__()
         usage = None
         finished = False
         try:
             try:
-                async for chunk in stream:
+                async for data in sse_data(response.http_response):
+                    if data.startswith("[DONE]"):
+                        break
+                    chunk = json.loads(data)
+                    if not isinstance(chunk, dict):
+                        continue
+                    if chunk.get("error"):
+                        raise stream_error(chunk["error"], response.http_response.request)
                     usage = self._chunk_usage(chunk) or usage
-                    for choice in chunk.choices:
-                        if choice.delta is not None and choice.delta.content:
-                            yield Delta(choice.delta.content)
-                        if choice.finish_reason:
+                    for choice in chunk.get("choices") or ():
+                        delta = choice.get("delta")
+                        if delta and delta.get("content"):
+                            yield Delta(delta["content"])
+                        if choice.get("finish_reason"):
                             finished = True
             except Exception as exc:
                 raise self.error(exc, mid_stream=True) from exc
         finally:
-            await close_quietly(stream.close)
+            await close_quietly(response.close)
         if not finished:
             raise self.ended_early()
         yield self._usage(usage)
 
-    def _chunk_usage(self, chunk):
-        return chunk.usage
+    def _chunk_usage(self, chunk: dict) -> dict | None:
+        return chunk.get("usage")
 
     @staticmethod
-    def _usage(usage) -> Usage:
-        if usage is None:  # a server that ignores stream_options: nothing was counted
+    def _usage(usage: dict | None) -> Usage:
+        if not isinstance(usage, dict):  # a server that ignores stream_options: nothing was counted
             return Usage(0, 0)
-        return Usage(input_tokens=usage.prompt_tokens or 0, output_tokens=usage.completion_tokens or 0)
+        return Usage(input_tokens=usage.get("prompt_tokens") or 0, output_tokens=usage.get("completion_tokens") or 0)
 
     async def _complete(self, model_id, messages, max_tokens, sampling=DEFAULT_SAMPLING):
         request = self._request(model_id, messages, max_tokens, sampling)
-        response = await self.client().chat.completions.create(**request)
-        text = "".join(choice.message.content or "" for choice in response.choices[:1])
-        return Completion(text, self._usage(response.usage))
+        raw = await self.client().chat.completions.with_raw_response.create(**request)
+        response = json.loads(raw.http_response.content)
+        if not isinstance(response, dict):
+            raise json.JSONDecodeError("not a JSON object", raw.http_response.text, 0)
+        choices = response.get("choices") or []
+        message = (choices[0].get("message") or {}) if choices else {}
+        return Completion(message.get("content") or "", self._usage(response.get("usage")))
 
     async def _health(self) -> None:
         client = self.client().with_options(max_retries=0, timeout=settings.PROVIDER_HEALTH_TIMEOUT)

@@ -10,6 +10,9 @@ from itertools import pairwise
 import httpx
 import pytest
 
+from testsupport.browser import CHAT_URL, ask, new_chat, open_tab, sign_up, wait_for, wait_for_socket
+from testsupport.browser import wait_until_finished as wait_until_rendered
+
 pytestmark = [pytest.mark.browser, pytest.mark.local_model]
 
 SCREENSHOT = "/tmp/querynox-chat.png"
@@ -17,7 +20,6 @@ EMAIL = "browser-user@example.com"
 PASSWORD = "a long browser-test password"
 STEP_MS = 30_000  # a page step (navigation, HTMX swap, first token)
 ANSWER_MS = 180_000  # a whole answer: up to 512 tokens on a busy 2-core machine
-CHAT_URL = re.compile(r"/chat/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/$")
 
 # Installed before any page script: tells the test when htmx's socket is open, and records what the newest turn
 # shows after every change of the conversation (status lines and the answer's text while it streams, before the
@@ -51,68 +53,27 @@ document.addEventListener("DOMContentLoaded", () => {
 @pytest.fixture(scope="module")
 def page(browser, live_server_url):
     """A browser tab of a person who has just signed up with email and password."""
-    from playwright.sync_api import expect
-
-    context = browser.new_context(base_url=live_server_url, viewport={"width": 1280, "height": 800})
-    context.add_init_script(WATCH_SCRIPT)
-    context.set_default_timeout(STEP_MS)
-    expect.set_options(timeout=STEP_MS)
-    tab = context.new_page()
-    errors = []
-    tab.on("pageerror", lambda error: errors.append(str(error)))
-
-    tab.goto("/")
-    expect(tab).to_have_url(re.compile(r"/accounts/login/"))
-    tab.get_by_role("link", name="Create an account").click()
-    tab.fill("input[name=email]", EMAIL)
-    tab.fill("input[name=password1]", PASSWORD)
-    tab.fill("input[name=password2]", PASSWORD)
-    tab.get_by_role("button", name="Sign up").click()
-    expect(tab).to_have_url(f"{live_server_url}/chat/")
-
-    yield tab
-    assert errors == [], f"uncaught errors in the page: {errors}"
-    context.close()
-
-
-def new_chat(page):
-    from playwright.sync_api import expect
-
-    page.goto("/chat/")
-    expect(page.locator("#empty-state")).to_be_visible()
-    page.wait_for_function("window.__qnx.socketOpen")
-
-
-def ask(page, prompt: str):
-    """Type a prompt and press Enter, as a person would; returns the new turn once the page shows it."""
-    from playwright.sync_api import expect
-
-    page.wait_for_function("window.__qnx.socketOpen")
-    turns_before = page.locator("article.turn").count()
-    page.fill("#prompt", prompt)
-    page.press("#prompt", "Enter")
-    expect(page.locator("article.turn")).to_have_count(turns_before + 1)
-    turn = page.locator("article.turn").last
-    expect(turn.locator(".prompt")).to_have_text(prompt)
-    expect(page.locator("#prompt")).to_have_value("")  # the server took it: the box is emptied
-    return turn
+    # Dialogs are left to the tests: deleting a chat asks to confirm.
+    tab = open_tab(browser, live_server_url, init_script=WATCH_SCRIPT, step_ms=STEP_MS, dismiss_dialogs=False,
+                   viewport={"width": 1280, "height": 800})
+    sign_up(tab.page, EMAIL, PASSWORD)
+    yield tab.page
+    tab.close()
 
 
 def wait_until_answer_longer_than(turn, length: int, timeout=ANSWER_MS) -> str:
     # By id, not by element: the answer element is replaced when a follow starts and when the answer is rendered.
-    turn.locator(".answer").page.wait_for_function(
+    wait_for(
+        turn.page,
         "([id, n]) => { const el = document.getElementById(id); return !!el && el.textContent.length > n; }",
-        arg=[turn.locator(".answer").get_attribute("id"), length],
-        timeout=timeout,
+        [turn.locator(".answer").get_attribute("id"), length],
+        timeout_ms=timeout,
     )
     return turn.locator(".answer").text_content()
 
 
 def wait_until_finished(turn):
-    from playwright.sync_api import expect
-
-    expect(turn.locator("button.stop")).to_have_count(0, timeout=ANSWER_MS)
-    expect(turn.locator(".answer > .markdown")).to_have_count(1)  # the streamed text, replaced by its rendering
+    wait_until_rendered(turn, ANSWER_MS)  # the streamed text, replaced by its rendering
 
 
 def markdown_source(turn) -> str:
@@ -197,7 +158,7 @@ def test_reloading_during_an_answer_shows_it_complete_after_the_reload(page):
     response = page.reload()
     assert "Reconnecting…" in response.text(), "the answer finished before the reload: nothing was resumed"
     turn = page.locator("article.turn").last
-    page.wait_for_function("window.__qnx.socketOpen")
+    wait_for_socket(page)
     # The saved part is replayed and the rest keeps streaming in after the reload, until the answer is done.
     wait_until_answer_longer_than(turn, len(before_reload))
     wait_until_finished(turn)

@@ -5,19 +5,25 @@ tries to run script (inert on the chat page, in the streamed fragments and on th
 elapsed-time counter, themes and a phone-width layout. Screenshots of the main pages go to screenshots/."""
 
 import re
-from pathlib import Path
 
 import pytest
 
-from testsupport.scripted import EMULATOR_KEYS
+from testsupport.browser import (
+    EMULATOR_MODEL,
+    answer_growth,
+    ask,
+    new_chat,
+    open_tab,
+    saved_login,
+    screenshot,
+    wait_until_finished,
+)
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"  # git-ignored
 EMAIL = "markdown-browser@example.com"
 PASSWORD = "a long markdown-test password"
-STEP_MS = 20_000
-MODEL = "gpt-3.5-turbo"
+MODEL = EMULATOR_MODEL
 
 CODE = "def area(r):\n    return 3.14159 * r ** 2  # <not a tag>"
 MARKDOWN_REPLY = (
@@ -38,171 +44,31 @@ XSS_REPLY = (
     "&lt;b onmouseover=alert('entity')&gt;hover&lt;/b&gt; "
     "![pixel](https://evil.example/markdown-image.png) $\\href{javascript:alert('tex')}{tex}$"
 )
-# Installed before page scripts: records every dialog the page tries to open (a successful payload would).
-WATCH_SCRIPT = """
-window.__qnx = {socketOpen: false};
-document.addEventListener("htmx:wsOpen", () => { window.__qnx.socketOpen = true; });
-document.addEventListener("htmx:wsClose", () => { window.__qnx.socketOpen = false; });
-"""
 
 
 @pytest.fixture(scope="module")
-def emulator():
-    from testsupport.emulator import ProviderEmulator
-
-    emulator = ProviderEmulator()
-    emulator.start()
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, emulator):
-    """A real daphne whose catalog answers with the emulator's OpenAI API (no local model loaded)."""
-    from testsupport.live import LiveServer
-
-    env = {
-        **EMULATOR_KEYS,
-        "OPENAI_BASE_URL": f"{emulator.url}/v1",
-        "DEFAULT_MODEL": MODEL,
-        "FALLBACK_MODELS": "",
-        "UTILITY_MODELS": MODEL,
-        "CHAT_NAMING": "false",
-        "LOCAL_MODEL_PRELOAD": "false",
-        "LOCAL_MODEL_THREADS": "1",
-    }
-    server = LiveServer(tmp_path_factory.mktemp("markdown-live"), extra_env=env).start()
-    server.create_user(EMAIL, PASSWORD)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def storage_state(browser, server, tmp_path_factory):
+def storage_state(browser, emulator_server, tmp_path_factory):
     """A logged-in session, saved once and loaded by each test's own browser context."""
-    context = browser.new_context(base_url=server.url)
-    page = context.new_page()
-    page.goto("/accounts/login/")
-    page.fill("input[name=username], input[name=email]", EMAIL)
-    page.fill("input[name=password]", PASSWORD)
-    page.locator("form button[type=submit]").click()
-    page.wait_for_url(re.compile(r"/chat/$"))
-    path = tmp_path_factory.mktemp("state") / "state.json"
-    context.storage_state(path=str(path))
-    context.close()
-    return str(path)
-
-
-class Watched:
-    """A tab with everything a payload could do recorded: dialogs, requests and uncaught errors."""
-
-    def __init__(self, context, base_url):
-        from playwright.sync_api import expect
-
-        expect.set_options(timeout=STEP_MS)
-        context.set_default_timeout(STEP_MS)
-        context.add_init_script(WATCH_SCRIPT)
-        self.context = context
-        self.page = context.new_page()
-        self.dialogs: list[str] = []
-        self.requests: list[str] = []
-        self.errors: list[str] = []
-        self.page.on("dialog", self._dialog)
-        self.page.on("request", lambda request: self.requests.append(request.url))
-        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
-
-    def _dialog(self, dialog):
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-
-def open_tab(browser, server, storage_state, **options) -> Watched:
-    settings = {
-        "base_url": server.url,
-        "storage_state": storage_state,
-        "viewport": {"width": 1280, "height": 860},
-        "color_scheme": "light",
-        "permissions": ["clipboard-read", "clipboard-write"],
-        **options,
-    }
-    return Watched(browser.new_context(**settings), server.url)
+    emulator_server.create_user(EMAIL, PASSWORD)
+    return saved_login(browser, emulator_server.url, EMAIL, PASSWORD, tmp_path_factory.mktemp("state") / "state.json")
 
 
 @pytest.fixture
-def tab(browser, server, storage_state):
+def tab(browser, emulator_server, storage_state):
     """A logged-in tab under the site's real Content-Security-Policy."""
-    watched = open_tab(browser, server, storage_state)
-    yield watched
-    assert watched.errors == [], f"uncaught errors in the page: {watched.errors}"
-    watched.context.close()
-
-
-def wait_for(page, expression: str, timeout_ms: int = STEP_MS):
-    """Poll a JavaScript expression until it is truthy. (Playwright's wait_for_function compiles its predicate in
-    the page with eval, which the site's CSP refuses; page.evaluate goes through the DevTools protocol.)"""
-    for _ in range(timeout_ms // 100):
-        if page.evaluate(expression):
-            return
-        page.wait_for_timeout(100)
-    raise AssertionError(f"still false after {timeout_ms} ms: {expression}")
-
-
-def screenshot(page, name: str):
-    SCREENSHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
-
-
-def new_chat(page):
-    page.goto("/chat/")
-    wait_for(page, "window.__qnx.socketOpen")
-
-
-def ask(page, prompt: str):
-    from playwright.sync_api import expect
-
-    turns = page.locator("article.turn").count()
-    page.fill("#prompt", prompt)
-    page.press("#prompt", "Enter")
-    expect(page.locator("article.turn")).to_have_count(turns + 1)
-    return page.locator("article.turn").last
-
-
-def wait_until_finished(turn):
-    from playwright.sync_api import expect
-
-    expect(turn.locator("button.stop")).to_have_count(0, timeout=60_000)
-    expect(turn.locator(".answer > .markdown")).to_have_count(1)
-
-
-def answer_growth(page, turn) -> list[str]:
-    """Record the answer's text after every change until it is rendered (the streaming, as the page showed it)."""
-    return page.evaluate(
-        """(answer) => new Promise((resolve) => {
-             const seen = [];
-             const record = () => {
-               const el = document.getElementById(answer);
-               if (!el) return;
-               if (el.querySelector(".markdown")) { observer.disconnect(); resolve(seen); return; }
-               if (seen[seen.length - 1] !== el.textContent) seen.push(el.textContent);
-             };
-             const observer = new MutationObserver(record);
-             const options = {childList: true, subtree: true, characterData: true};
-             observer.observe(document.getElementById("messages"), options);
-             record();
-             setTimeout(() => { observer.disconnect(); resolve(seen); }, 60000);
-           })""",
-        turn.locator(".answer").get_attribute("id"),
-    )
+    tab = open_tab(browser, emulator_server.url, storage_state)
+    yield tab
+    tab.close()
 
 
 # --- rendering -------------------------------------------------------------------------------------------------
 
 
-def test_an_answer_streams_as_text_then_renders_as_markdown(tab, emulator):
+def test_an_answer_streams_as_text_then_renders_as_markdown(tab, provider_emulator):
     from playwright.sync_api import expect
 
     page = tab.page
-    emulator.configure(reply=MARKDOWN_REPLY, tokens_per_second=25)
+    provider_emulator.configure(reply=MARKDOWN_REPLY, tokens_per_second=25)
     new_chat(page)
     page.fill("#prompt", "What is the area of a circle?")
     page.press("#prompt", "Enter")
@@ -254,14 +120,14 @@ def test_an_answer_streams_as_text_then_renders_as_markdown(tab, emulator):
     screenshot(page, "chat-light")
 
 
-def test_model_output_cannot_run_script_anywhere(emulator, browser, server, storage_state):
+def test_model_output_cannot_run_script_anywhere(provider_emulator, browser, emulator_server, storage_state):
     """With the Content-Security-Policy switched off in the browser, so that the sanitiser alone is tested: the
     policy would block inline handlers and foreign images by itself, hiding a sanitiser that let them through."""
     from playwright.sync_api import expect
 
-    tab = open_tab(browser, server, storage_state, bypass_csp=True)
+    tab = open_tab(browser, emulator_server.url, storage_state, bypass_csp=True)
     page = tab.page
-    emulator.configure(reply=XSS_REPLY, tokens_per_second=40)
+    provider_emulator.configure(reply=XSS_REPLY, tokens_per_second=40)
     new_chat(page)
     turn = ask(page, "Show me some payloads")
     wait_until_finished(turn)  # every fragment streamed in, then the rendered answer
@@ -292,26 +158,25 @@ def test_model_output_cannot_run_script_anywhere(emulator, browser, server, stor
     # The public page, opened logged out.
     page.locator("#chat-header").get_by_role("button", name="Share").click()
     public_path = page.locator("#public-link").get_attribute("href")
-    stranger = Watched(browser.new_context(base_url=server.url, bypass_csp=True), server.url)
+    stranger = open_tab(browser, emulator_server.url, bypass_csp=True)
     stranger.page.goto(public_path)
     expect(stranger.page.locator(".answer")).to_contain_text("<img src=x onerror=alert('img')>")
     stranger.page.locator(".answer").hover()
     stranger.page.wait_for_timeout(300)
     assert_inert("the public page", stranger)
-    assert stranger.errors == [] and tab.errors == []
     screenshot(stranger.page, "public")
-    stranger.context.close()
-    tab.context.close()
+    stranger.close()
+    tab.close()
 
 
 # --- keyboard and status ---------------------------------------------------------------------------------------
 
 
-def test_the_keyboard_sends_adds_lines_stops_and_edits(tab, emulator):
+def test_the_keyboard_sends_adds_lines_stops_and_edits(tab, provider_emulator):
     from playwright.sync_api import expect
 
     page = tab.page
-    emulator.configure(reply=" ".join(f"word{n}" for n in range(400)), tokens_per_second=8)
+    provider_emulator.configure(reply=" ".join(f"word{n}" for n in range(400)), tokens_per_second=8)
     new_chat(page)
 
     page.focus("#prompt")
@@ -335,11 +200,8 @@ def test_the_keyboard_sends_adds_lines_stops_and_edits(tab, emulator):
     expect(turn.locator(".answer > .markdown")).to_have_count(1)
     assert "word399" not in turn.locator(".answer").text_content()
 
-    # Up in the empty composer opens the last prompt's editor (the page as reloaded: a turn inserted live gets its
-    # edit button from the branches UI, chat/_prompt_block.html, only once rendered finished).
-    page.reload()
-    wait_for(page, "window.__qnx.socketOpen")
-    turn = page.locator("article.turn").last
+    # Up in the empty composer opens the last prompt's editor: the stopped turn got its edit button live.
+    expect(turn.locator(".edit-prompt")).to_have_count(1)
     page.focus("#prompt")
     expect(page.locator("#prompt")).to_have_value("")
     page.keyboard.press("ArrowUp")
@@ -353,7 +215,7 @@ def background(page) -> str:
     return page.evaluate("getComputedStyle(document.body).backgroundColor")
 
 
-def test_the_theme_follows_the_system_and_the_toggle_is_remembered(tab, browser, server, storage_state):
+def test_the_theme_follows_the_system_and_the_toggle_is_remembered(tab, browser, emulator_server, storage_state):
     from playwright.sync_api import expect
 
     page = tab.page
@@ -389,20 +251,17 @@ def test_the_theme_follows_the_system_and_the_toggle_is_remembered(tab, browser,
         screenshot(page, name)
 
     # A system that prefers dark gets dark with no choice stored.
-    context = browser.new_context(base_url=server.url, storage_state=storage_state, color_scheme="dark")
+    context = browser.new_context(base_url=emulator_server.url, storage_state=storage_state, color_scheme="dark")
     fresh = context.new_page()
     fresh.goto("/chat/")
     expect(fresh.locator("html")).to_have_attribute("data-theme", "dark")
     context.close()
 
 
-def test_at_phone_width_the_sidebar_collapses_and_the_composer_fits(browser, server, storage_state):
+def test_at_phone_width_the_sidebar_collapses_and_the_composer_fits(browser, emulator_server, storage_state):
     from playwright.sync_api import expect
 
-    context = browser.new_context(
-        base_url=server.url, storage_state=storage_state, viewport={"width": 390, "height": 844}, color_scheme="light"
-    )
-    watched = Watched(context, server.url)
+    watched = open_tab(browser, emulator_server.url, storage_state, viewport={"width": 390, "height": 844})
     page = watched.page
     page.goto("/chat/")
 
@@ -430,8 +289,7 @@ def test_at_phone_width_the_sidebar_collapses_and_the_composer_fits(browser, ser
     expect(toggle).to_have_attribute("aria-expanded", "false")
     expect(sidebar).to_be_hidden()
     assert page.evaluate("document.activeElement.id") == "sidebar-toggle"
-    assert watched.errors == []
-    context.close()
+    watched.close()
 
 
 def test_focus_is_visible_on_the_controls(tab):

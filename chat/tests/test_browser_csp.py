@@ -3,6 +3,8 @@ style, nothing from elsewhere), and htmx opens the chat socket (connect-src 'sel
 
 import pytest
 
+from testsupport.browser import log_in, open_tab, wait_for
+
 pytestmark = pytest.mark.browser
 
 EMAIL = "csp-user@example.com"
@@ -22,23 +24,15 @@ document.addEventListener("htmx:wsOpen", () => { window.__csp.socketOpen = true;
 
 @pytest.fixture(scope="module")
 def tab(browser, daphne_server):
-    from playwright.sync_api import expect
-
     daphne_server.create_user(EMAIL, PASSWORD)
-    context = browser.new_context(base_url=daphne_server.url)
-    context.add_init_script(WATCH)
-    context.set_default_timeout(STEP_MS)
-    page = context.new_page()
+    tab = open_tab(browser, daphne_server.url, init_script=WATCH, step_ms=STEP_MS)
+    page = tab.page
     console = []
     page.on("console", lambda message: console.append(message.text))
     page.console_messages_seen = console
-    page.goto("/accounts/login/")
-    page.fill("input[name=username]", EMAIL)
-    page.fill("input[name=password]", PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page).to_have_url(f"{daphne_server.url}/chat/")
+    log_in(page, EMAIL, PASSWORD)
     yield page
-    context.close()
+    tab.close()
 
 
 @pytest.mark.parametrize("path", ["/chat/", "/chat/bookmarked/", "/accounts/", "/pricing/"])
@@ -47,6 +41,6 @@ def test_pages_report_no_policy_violation(tab, path):
     assert "script-src 'self'" in response.headers["content-security-policy"]
     tab.wait_for_load_state("load")
     if path == "/chat/":
-        tab.wait_for_function("window.__csp.socketOpen", timeout=STEP_MS)
+        wait_for(tab, "window.__csp.socketOpen", timeout_ms=STEP_MS)
     assert tab.evaluate("window.__csp.violations") == []
     assert [text for text in tab.console_messages_seen if "Content Security Policy" in text] == []

@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
+from testsupport.browser import log_in, wait_for
 from testsupport.http import HOST, bearer, free_port
 
 pytestmark = pytest.mark.browser
@@ -67,16 +68,11 @@ def attacker_page_url(daphne_server):
 
 @pytest.fixture(scope="module")
 def logged_in(browser, daphne_server, victim):
-    from playwright.sync_api import expect
-
+    # No base URL: the tab visits another origin too.
     context = browser.new_context()
     context.set_default_timeout(STEP_MS)
     tab = context.new_page()
-    tab.goto(f"{daphne_server.url}/accounts/login/")
-    tab.fill("input[name=username]", EMAIL)
-    tab.fill("input[name=password]", PASSWORD)
-    tab.get_by_role("button", name="Log in").click()
-    expect(tab).to_have_url(f"{daphne_server.url}/chat/", timeout=STEP_MS)
+    log_in(tab, EMAIL, PASSWORD, base_url=daphne_server.url)
     yield tab
     context.close()
 
@@ -92,7 +88,7 @@ def test_a_page_on_another_port_cannot_use_the_session_socket(logged_in, attacke
 
     logged_in.goto(attacker_page_url)
     # Refused: the socket closes. Hijacked: it opens and the turn's first events arrive.
-    logged_in.wait_for_function("window.__socket.closed || window.__socket.messages.length > 0", timeout=STEP_MS)
+    wait_for(logged_in, "window.__socket.closed || window.__socket.messages.length > 0", timeout_ms=STEP_MS)
     outcome = logged_in.evaluate("window.__socket")
 
     assert outcome["opened"] is False
@@ -107,7 +103,7 @@ def test_the_same_script_on_the_sites_own_origin_opens(logged_in, daphne_server)
     logged_in.goto(f"{daphne_server.url}/accounts/")
     # As a function: Playwright calls an expression's value when it is a function (the script's last statement is).
     logged_in.evaluate("() => {" + SOCKET_SCRIPT % {"ws_url": daphne_server.ws_url, "send_turn": "false"} + "}")
-    logged_in.wait_for_function("window.__socket.opened", timeout=STEP_MS)
+    wait_for(logged_in, "window.__socket.opened", timeout_ms=STEP_MS)
     logged_in.evaluate("window.__closeSocket()")
-    logged_in.wait_for_function("window.__socket.closed", timeout=STEP_MS)
+    wait_for(logged_in, "window.__socket.closed", timeout_ms=STEP_MS)
     assert logged_in.evaluate("window.__socket.messages") == []  # logged in: no `unauthenticated` error

@@ -2,6 +2,7 @@
 receives, who may see what, and bad requests refused in OpenAI's error shape (never a 500)."""
 
 import asyncio
+import base64
 import json
 
 import pytest
@@ -12,6 +13,7 @@ from billing.models import UsageEntry, UsagePeriod
 from billing.quota import current_month
 from chat.models import AIModel, Chat, ChatQuery
 from chat.providers.base import Sampling
+from testsupport.files import make_image
 from testsupport.http import ServerAsyncClient, bearer, read_streaming
 from testsupport.scripted import SCRIPTED_MODEL, install_scripted_model, uninstall_scripted_model
 
@@ -458,18 +460,160 @@ async def test_bad_requests_are_400_naming_the_parameter(scripted, owner_key, ow
     assert await Chat.objects.acount() == 0
 
 
+# --- images (image_url parts: data URLs only, for models that see images) ----------------------------------------
+
+
+def image_message(url, text="What is in this picture?", **image_url):
+    content = [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": url, **image_url}}]
+    return {"role": "user", "content": content}
+
+
+def data_url(data: bytes, mime="image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+@pytest.fixture
+def sees_images(scripted):
+    AIModel.objects.filter(name=SCRIPTED_MODEL).update(vision=True)
+    return scripted
+
+
+def sent_images(call) -> list[dict]:
+    return [part for m in call["messages"] if isinstance(m["content"], list) for part in m["content"]
+            if part["type"] == "image"]
+
+
 @transactional
-async def test_image_input_is_refused_with_a_clear_message(scripted, owner_key):
-    content = [
+async def test_a_data_url_image_reaches_a_vision_model_as_an_image(sees_images, owner_key):
+    png = make_image("Gate B12")
+
+    response = await complete(owner_key, {"model": SCRIPTED_MODEL, "messages": [image_message(data_url(png))]})
+
+    assert response.status_code == 200, response.content
+    (call,) = sees_images.calls
+    prompt = call["messages"][-1]
+    assert prompt["role"] == "user"
+    assert prompt["content"] == [
+        {"type": "image", "mime": "image/png", "data": png},
         {"type": "text", "text": "What is in this picture?"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
     ]
-    payload = {"model": SCRIPTED_MODEL, "messages": [{"role": "user", "content": content}]}
+
+
+@transactional
+async def test_an_image_alone_is_a_prompt_and_a_jpeg_keeps_its_type(sees_images, owner_key):
+    jpeg = make_image("Gate B12", fmt="JPEG")
+    message = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(jpeg, "image/jpeg")}}]}
+
+    response = await complete(owner_key, {"model": SCRIPTED_MODEL, "messages": [message]})
+
+    assert response.status_code == 200, response.content
+    (call,) = sees_images.calls
+    assert call["messages"][-1]["content"] == [{"type": "image", "mime": "image/jpeg", "data": jpeg}]
+
+
+@transactional
+async def test_an_earlier_messages_image_stays_in_its_message(sees_images, owner_key):
+    png = make_image("Gate B12")
+    messages = [image_message(data_url(png)), {"role": "assistant", "content": "A gate sign."}, {"role": "user",
+                "content": "Which gate?"}]
+
+    response = await complete(owner_key, {"model": SCRIPTED_MODEL, "messages": messages})
+
+    assert response.status_code == 200, response.content
+    (call,) = sees_images.calls
+    first, answer, prompt = call["messages"]
+    assert first["content"] == [  # the client's order of parts, kept
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image", "mime": "image/png", "data": png},
+    ]
+    assert answer == {"role": "assistant", "content": "A gate sign."}
+    assert prompt == {"role": "user", "content": "Which gate?"}
+
+
+@transactional
+@pytest.mark.parametrize(
+    "url",
+    ["https://example.com/cat.png", "http://127.0.0.1:9/cat.png", "HTTPS://EXAMPLE.COM/cat.png", "file:///etc/passwd"],
+)
+async def test_a_remote_image_url_is_refused_and_never_fetched(sees_images, owner_key, url):
+    response = await complete(owner_key, {"model": SCRIPTED_MODEL, "messages": [image_message(url)]})
+
+    error = assert_openai_error(response, 400, "remote_image_url", "messages[0].content[1].image_url.url")
+    assert "not fetched" in error["message"]
+    assert sees_images.calls == []
+    assert await Chat.objects.acount() == 0
+
+
+@transactional
+async def test_an_image_for_a_model_that_cannot_see_images_is_refused_naming_the_model(scripted, owner_key):
+    payload = {"model": SCRIPTED_MODEL, "messages": [image_message(data_url(make_image("Gate B12")))]}
 
     response = await complete(owner_key, payload)
 
-    error = assert_openai_error(response, 400, "unsupported_content", "messages[0].content[1].type")
-    assert "Image input is not supported yet" in error["message"]
+    error = assert_openai_error(response, 400, "model_not_vision", "messages[0].content[1].image_url")
+    assert f"`{SCRIPTED_MODEL}` cannot see images" in error["message"]
+    assert scripted.calls == []
+
+
+@transactional
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("data:image/png;base64,not base64 at all!", "invalid_image"),
+        ("data:image/png;base64,iVBORw0KGgo", "invalid_image"),  # wrong padding
+        ("data:image/png;base64,", "empty_file"),
+        ("data:image/png,rawbytes", "invalid_image"),  # not base64
+        ("data:text/plain;base64," + base64.b64encode(b"hello").decode(), "invalid_image"),
+        ("data:image/png;base64," + base64.b64encode(b"%PDF-1.4 not an image").decode(), None),
+        ("data:image/png;base64," + base64.b64encode(b"just some text, not an image").decode(), "invalid_image"),
+        ("data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n truncated").decode(), "corrupt_file"),
+        ("cat.png", "invalid_image"),
+    ],
+)
+async def test_malformed_image_data_urls_are_400(sees_images, owner_key, url, code):
+    response = await complete(owner_key, {"model": SCRIPTED_MODEL, "messages": [image_message(url)]})
+
+    assert_openai_error(response, 400, code, param="messages[0].content[1].image_url.url")
+    assert sees_images.calls == []
+
+
+@transactional
+@pytest.mark.parametrize(
+    ("message", "param"),
+    [
+        ({"role": "user", "content": [{"type": "image_url", "image_url": "data:image/png;base64,AAAA"}]},
+         "messages[0].content[0].image_url"),
+        ({"role": "user", "content": [{"type": "image_url"}]}, "messages[0].content[0].image_url"),
+        ({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,", "detail": "ultra"}}]},
+         "messages[0].content[0].image_url.detail"),
+        ({"role": "user", "content": [{"type": "input_image", "image_url": "data:,"}]}, "messages[0].content[0].type"),
+    ],
+)
+async def test_badly_shaped_image_parts_are_400(sees_images, owner_key, message, param):
+    response = await complete(owner_key, {"model": SCRIPTED_MODEL, "messages": [message]})
+
+    assert_openai_error(response, 400, param=param)
+    assert sees_images.calls == []
+
+
+@transactional
+async def test_an_image_in_a_system_or_assistant_message_is_refused(sees_images, owner_key):
+    image = {"type": "image_url", "image_url": {"url": data_url(make_image("x"))}}
+    messages = [{"role": "system", "content": [image]}, {"role": "user", "content": "Hi"}]
+
+    response = await complete(owner_key, {"model": SCRIPTED_MODEL, "messages": messages})
+
+    assert_openai_error(response, 400, "unsupported_content", "messages[0].content[0].image_url")
+
+
+@transactional
+async def test_an_image_over_the_file_limit_is_refused_before_decoding(sees_images, owner_key, settings):
+    settings.RAG_MAX_FILE_BYTES = 1000
+    url = data_url(make_image("A large image with a lot of text in it " * 5))
+
+    response = await complete(owner_key, {"model": SCRIPTED_MODEL, "messages": [image_message(url)]})
+
+    assert_openai_error(response, 413, "image_too_large", "messages[0].content[1].image_url.url")
 
 
 @transactional
@@ -544,7 +688,9 @@ def test_models_lists_the_text_models_that_can_answer_now_in_openai_shape(client
     # Pro models are for subscribers; image models do not answer chat; disabled ones and unconfigured providers
     # (no keys in tests) are not offered.
     assert not {"pro-model", "image-model", "off-model", "gpt-4o"} & set(listed)
-    assert listed[SCRIPTED_MODEL] == {"id": SCRIPTED_MODEL, "object": "model", "created": 0, "owned_by": "scripted"}
+    assert listed[SCRIPTED_MODEL] == {
+        "id": SCRIPTED_MODEL, "object": "model", "created": 0, "owned_by": "scripted", "vision": False
+    }
 
 
 @pytest.mark.django_db
@@ -552,7 +698,9 @@ def test_one_model_can_be_retrieved_and_an_unlisted_one_is_404(client, scripted,
     found = client.get(f"/v1/models/{SCRIPTED_MODEL}", headers=bearer(owner_key))
     missing = client.get("/v1/models/vendor/no-such-model", headers=bearer(owner_key))
 
-    assert found.json() == {"id": SCRIPTED_MODEL, "object": "model", "created": 0, "owned_by": "scripted"}
+    assert found.json() == {
+        "id": SCRIPTED_MODEL, "object": "model", "created": 0, "owned_by": "scripted", "vision": False
+    }
     assert_openai_error(missing, 404, "model_not_found")
 
 

@@ -182,7 +182,9 @@ def test_unsupported_features_are_bad_requests(server, key, emulator):
 
     assert several.value.param == "n"
     assert tools.value.param == "tools"
-    assert "Image input is not supported yet" in image.value.message
+    # gpt-3.5-turbo cannot see images (chat/tests/test_image_input.py: a model that can is sent them).
+    assert (image.value.code, image.value.param) == ("model_not_vision", "messages[0].content[0].image_url")
+    assert f"`{MODEL}` cannot see images" in image.value.message
     assert chat_requests(emulator) == []
 
 

@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+from testsupport.browser import log_in, open_tab, wait_for_socket
+
 pytestmark = [pytest.mark.browser, pytest.mark.local_model]
 
 EMAIL = "uploads-browser@example.com"
@@ -43,25 +45,13 @@ DROP_SCRIPT = """([name, text]) => {
 @pytest.fixture
 def page(browser, daphne_server):
     """A logged-in tab on a new chat, its socket open."""
-    from playwright.sync_api import expect
-
     daphne_server.create_user(EMAIL, PASSWORD)
-    context = browser.new_context(base_url=daphne_server.url, viewport={"width": 1280, "height": 800})
-    context.add_init_script(WATCH_SCRIPT)
-    context.set_default_timeout(STEP_MS)
-    expect.set_options(timeout=STEP_MS)
-    tab = context.new_page()
-    errors = []
-    tab.on("pageerror", lambda error: errors.append(str(error)))
-    tab.goto("/accounts/login/")
-    tab.fill("input[name=username]", EMAIL)
-    tab.fill("input[name=password]", PASSWORD)
-    tab.get_by_role("button", name="Log in").click()
-    expect(tab).to_have_url(f"{daphne_server.url}/chat/")
-    tab.wait_for_function("window.__qnx.socketOpen")
-    yield tab
-    assert errors == [], f"uncaught errors in the page: {errors}"
-    context.close()
+    tab = open_tab(browser, daphne_server.url, init_script=WATCH_SCRIPT, step_ms=STEP_MS,
+                   viewport={"width": 1280, "height": 800})
+    log_in(tab.page, EMAIL, PASSWORD)
+    wait_for_socket(tab.page)
+    yield tab.page
+    tab.close()
 
 
 def test_drop_and_pick_files_then_the_answer_cites_the_file(page, daphne_server):

@@ -119,6 +119,18 @@ def test_no_product_module_imports_the_test_support():
     assert offenders == []
 
 
+def test_chat_charges_only_through_billing_charges():
+    """Quota counters and the ledger are billing's own; chat reserves, settles and releases through one door."""
+    offenders = [
+        f"{name} imports {target}"
+        for name, path in product_modules().items()
+        if name.startswith("chat")
+        for target in imported_names(path)
+        if target.startswith(("billing.quota", "billing.ledger"))
+    ]
+    assert offenders == []
+
+
 def test_the_checker_sees_climbing_imports_and_cycles():
     graph = {"core.metrics": {"chat.models"}, "chat.models": {"core.metrics"}, "rag.chunking": {"chat.models"}}
 

@@ -11,6 +11,7 @@ from rag.files import check_upload
 from rag.retrieval import retrieve
 from rag.service import ingest
 from testsupport.files import make_text_pdf
+from testsupport.rag_questions import QUESTIONS, document_pdfs
 
 FILLER_SENTENCES = [
     "The quarterly review looked at revenue across all regions and found steady growth in the service business.",
@@ -100,3 +101,59 @@ def test_paraphrased_questions_find_their_fact_through_the_embeddings(handbook_c
         if not any(fact in " ".join(hit.text.split()) for hit in hits):
             problems.append(f"{question!r}: {fact!r} not in the top 3 {[h.text[:50] for h in hits]}")
     assert not problems, "\n".join(problems)
+
+
+# --- the fixed question set (testsupport.rag_questions; bench/rag_quality.py reports the same figures) ----------
+
+# What the local embedder scores on the set (bench/README.md): 33 of 40 first hits on the answer's page, 39 of 40
+# with the answer's page among the 6 retrieved. A speed-up (batching, threads, another model) must not lower them.
+RECALL_AT_1_FLOOR = 33
+RECALL_AT_6_FLOOR = 39
+
+
+@pytest.fixture
+def question_set_chat(make_chat, owner, settings, tmp_path):
+    settings.RAG_EMBEDDINGS = "local"
+    settings.MEDIA_ROOT = tmp_path
+    retrieval.clear_cache()
+    chat = make_chat(owner)
+    for name, data in document_pdfs().items():
+        ingest(chat, check_upload(name, data))
+    yield chat
+    retrieval.clear_cache()
+
+
+def answer_ranks(chat) -> list[int | None]:
+    """For each question, the rank (0 = first) of the first hit on the answer's page, or None if none of the hits
+    is."""
+    ranks = []
+    for question in QUESTIONS:
+        places = [(hit.document_name, hit.page) for hit in retrieve(chat.id, question.text)]
+        answer = (question.document, question.page)
+        ranks.append(places.index(answer) if answer in places else None)
+    return ranks
+
+
+def test_question_set_recall_does_not_drop_and_needs_the_embeddings(question_set_chat, monkeypatch):
+    ranks = answer_ranks(question_set_chat)
+    at_1 = sum(rank == 0 for rank in ranks)
+    at_6 = sum(rank is not None for rank in ranks)
+    missed = [question.text for question, rank in zip(QUESTIONS, ranks, strict=True) if rank != 0]
+    assert len(QUESTIONS) == 40
+    assert at_1 >= RECALL_AT_1_FLOOR, f"recall@1 {at_1}/40; not first: {missed}"
+    assert at_6 >= RECALL_AT_6_FLOOR, f"recall@6 {at_6}/40"
+
+    # The set really measures the embedder: by words alone (no query vector), the paraphrased questions lose first
+    # places that the embeddings win.
+    monkeypatch.setattr(retrieval.ChatIndex, "ranked", _lexical_only(retrieval.ChatIndex.ranked))
+    lexical = answer_ranks(question_set_chat)
+    paraphrases = [index for index, question in enumerate(QUESTIONS) if question.kind == "meaning"]
+    first = [sum(found[i] == 0 for i in paraphrases) for found in (ranks, lexical)]
+    assert first[0] >= first[1] + 3, f"paraphrases first: {first[0]} with embeddings, {first[1]} by words alone"
+
+
+def _lexical_only(ranked):
+    def without_vector(self, query, query_vector, embedding_model):
+        return ranked(self, query, None, embedding_model)
+
+    return without_vector

@@ -1,7 +1,7 @@
 // Small behaviours htmx does not cover: the keyboard (Enter sends, Shift+Enter adds a line, Escape stops the
 // running answer or closes the sidebar, Up in an empty composer edits the last prompt), the collapsible sidebar,
-// clearing the prompt once the server accepted it, keeping the address bar on the current chat, and following the
-// newest tokens.
+// clearing the prompt once the server accepted it, keeping the address bar on the current chat, following the
+// newest tokens while the reader is at the end, and telling the server which branch this page shows.
 (function () {
   "use strict";
 
@@ -70,20 +70,47 @@
     }
   });
 
+  // Following the newest tokens: only while the reader is at the end of the conversation (or has just sent a
+  // prompt). Someone who scrolled up to read, or who switches versions of an earlier turn, stays where they are.
+  var NEAR_END_PX = 48;
+
   function scrollToEnd() {
     var messages = document.getElementById("messages");
     if (messages) messages.scrollTop = messages.scrollHeight;
   }
 
+  function atEnd() {
+    var messages = document.getElementById("messages");
+    return !messages || messages.scrollHeight - messages.scrollTop - messages.clientHeight <= NEAR_END_PX;
+  }
+
+  // The last turn shown is what a new prompt follows (the composer's parentId): another tab may have selected
+  // another branch on the server since this page rendered.
+  function rememberShownLeaf() {
+    var field = document.getElementById("parent-id");
+    if (!field) return;
+    var turns = document.querySelectorAll("#messages article.turn");
+    var last = turns.length ? turns[turns.length - 1] : null;
+    field.value = last ? last.id.replace(/^turn-/, "") : "";
+  }
+
+  var followEnd = true; // measured before each swap, used after it
+
+  document.addEventListener("htmx:oobBeforeSwap", function () { followEnd = atEnd(); });
   document.addEventListener("htmx:oobAfterSwap", onSwap);
-  document.addEventListener("DOMContentLoaded", scrollToEnd);
+  document.addEventListener("htmx:afterSwap", rememberShownLeaf);
+  document.addEventListener("DOMContentLoaded", function () {
+    rememberShownLeaf();
+    scrollToEnd();
+  });
 
   function onSwap(event) {
     // detail.target is the element that was swapped; after an outerHTML swap it is the old, detached one,
     // so values are read from the live document instead.
     var target = event.detail && event.detail.target;
     if (!target) return;
-    if (target.id === "messages") {
+    var newTurn = target.id === "messages";
+    if (newTurn) {
       // The server accepted the turn: the text now lives in the chat, so the box can be emptied.
       var prompt = document.getElementById("prompt");
       if (prompt) prompt.value = "";
@@ -93,6 +120,7 @@
       var url = marker && marker.getAttribute("data-url");
       if (url && window.location.pathname !== url) window.history.replaceState({}, "", url);
     }
-    scrollToEnd();
+    rememberShownLeaf();
+    if (newTurn || followEnd) scrollToEnd();
   }
 })();

@@ -1,0 +1,265 @@
+"""Assistants: a saved start for chats (a name, a system prompt, a default model, web search on or off) with
+documents every chat started from it can cite.
+
+An assistant's documents are ingested once into its rag Collection (charged one file use each, through
+billing.charges) and searched by every chat started from it (chat/grounding.py with services.usable_collection_ids),
+never copied into the chats. Its owner edits it; staff publish it to everyone (chat/admin.py); a published
+assistant can be seen and started by anyone, and changed by its owner only. `check_*` validates and raises, `do_*`
+mutates."""
+
+from collections.abc import Callable
+
+from django.db import transaction
+from django.db.models import Case, IntegerField, Q, Value, When
+
+from billing import charges
+from chat import search
+from chat.catalog import default_model_name
+from chat.models import AIModel, Assistant, Chat
+from chat.services import ChatError, check_encodable, parse_bool, usable_collection_ids
+from rag.files import check_uploads
+from rag.models import Collection, Document
+from rag.service import documents_for_collection, ingest
+from rag.types import FileRejected
+
+NAME_CHARS = 100
+SYSTEM_PROMPT_CHARS = 20_000
+MAX_DOCUMENTS = 20  # per assistant: every chat started from it searches them all
+
+
+class AssistantNotFound(ChatError):
+    def __init__(self):
+        # Someone else's unpublished assistant is "not found", never "forbidden", so ids cannot be probed.
+        super().__init__("Assistant not found.", code="not_found", status=404)
+
+
+def _parse_pk(value) -> int:
+    try:
+        pk = int(str(value))
+    except (ValueError, TypeError):
+        raise AssistantNotFound() from None
+    if not 0 < pk < 2**63:
+        raise AssistantNotFound()
+    return pk
+
+
+def visible_assistants(user):
+    """The user's own assistants, then the published ones of others, each by name."""
+    return (
+        Assistant.objects.filter(Q(owner=user) | Q(published=True))
+        .annotate(theirs=Case(When(owner=user, then=Value(0)), default=Value(1), output_field=IntegerField()))
+        .order_by("theirs", "name", "id")
+    )
+
+
+def get_visible_assistant(user, assistant_id) -> Assistant:
+    """One the user may see and start chats from: their own, or a published one."""
+    try:
+        return Assistant.objects.filter(Q(owner=user) | Q(published=True)).get(pk=_parse_pk(assistant_id))
+    except Assistant.DoesNotExist:
+        raise AssistantNotFound() from None
+
+
+def get_owned_assistant(user, assistant_id, for_update: bool = False) -> Assistant:
+    """One the user may change: their own. A published one of someone else is seen but refused (403)."""
+    assistant = get_visible_assistant(user, assistant_id)
+    if assistant.owner_id != user.pk:
+        raise ChatError("Only its owner can change this assistant.", code="not_owner", status=403)
+    if for_update:
+        assistant = Assistant.objects.select_for_update().get(pk=assistant.pk)
+    return assistant
+
+
+def check_assistant_fields(data: dict, partial: bool = False) -> dict:
+    """The model fields from a client's {name, systemPrompt, model, webSearch}; `partial`: only those sent."""
+    if not isinstance(data, dict):
+        raise ChatError("The request body must be a JSON object.", code="invalid_body")
+    fields = {}
+    if "name" in data or not partial:
+        name = data.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ChatError("An assistant needs a name.", code="invalid_field")
+        name = " ".join(name.split())
+        check_encodable(name, "name")
+        if len(name) > NAME_CHARS:
+            raise ChatError(f"The name is {len(name)} characters; the limit is {NAME_CHARS}.", code="invalid_field")
+        fields["name"] = name
+    if "systemPrompt" in data or not partial:
+        prompt = data.get("systemPrompt") or ""
+        if not isinstance(prompt, str):
+            raise ChatError("systemPrompt must be text.", code="invalid_field")
+        check_encodable(prompt, "system prompt")
+        if len(prompt) > SYSTEM_PROMPT_CHARS:
+            raise ChatError(
+                f"The system prompt is {len(prompt)} characters; the limit is {SYSTEM_PROMPT_CHARS}.",
+                code="invalid_field",
+                status=413,
+            )
+        fields["system_prompt"] = prompt
+    if "model" in data or not partial:
+        fields["model"] = check_assistant_model(data.get("model"))
+    if "webSearch" in data or not partial:
+        fields["web_search"] = parse_bool(data.get("webSearch"), "webSearch")
+    return fields
+
+
+def check_assistant_model(name) -> str:
+    """A model of the catalog (enabled); its availability is the turn's to check, as keys come and go."""
+    if not isinstance(name, str) or not name:
+        return default_model_name()
+    check_encodable(name, "model")
+    if not AIModel.objects.filter(name=name, enabled=True).exists():
+        raise ChatError(f"Unknown model “{name}”. GET /api/v1/chat/models lists them.", code="unknown_model")
+    return name
+
+
+@transaction.atomic
+def do_create_assistant(user, data: dict) -> Assistant:
+    fields = check_assistant_fields(data)
+    return Assistant.objects.create(owner=user, **fields)
+
+
+@transaction.atomic
+def do_update_assistant(user, assistant_id, data: dict) -> Assistant:
+    assistant = get_owned_assistant(user, assistant_id, for_update=True)
+    fields = check_assistant_fields(data, partial=True)
+    for field, value in fields.items():
+        setattr(assistant, field, value)
+    assistant.save()
+    return assistant
+
+
+@transaction.atomic
+def do_delete_assistant(user, assistant_id) -> None:
+    """Delete it and its documents; chats started from it are kept (with their own files), without its documents."""
+    get_owned_assistant(user, assistant_id, for_update=True).delete()
+
+
+def assistant_documents(assistant: Assistant) -> list[Document]:
+    return documents_for_collection(assistant.collection_id) if assistant.collection_id else []
+
+
+def _collection_of(assistant: Assistant) -> Collection:
+    with transaction.atomic():
+        locked = Assistant.objects.select_for_update().get(pk=assistant.pk)
+        if locked.collection_id is None:
+            locked.collection = Collection.objects.create(owner_id=locked.owner_id, label=f"Assistant: {locked.name}")
+            locked.save(update_fields=["collection"])
+        assistant.collection = locked.collection
+    return locked.collection
+
+
+def do_add_documents(
+    user, assistant_id, files: list[tuple[str, bytes]], progress: Callable[[str], None] | None = None
+) -> list[Document]:
+    """Read the files into the assistant's collection, once: each new file takes one file use from the owner's
+    quota (kept once it is read, given back when it could not be), a file the assistant has already takes none.
+
+    Every file is checked before any is charged (the plan's files per request and sizes, as for a turn); a file
+    that turns out unreadable is kept as a failed document saying why, and the others go on. Returns the documents
+    of these files, in order."""
+    assistant = get_owned_assistant(user, assistant_id)
+    if not files:
+        raise ChatError("Choose at least one file to add.", code="no_files")
+    try:
+        uploads = check_uploads(list(files), charges.limits_for(user)["files_per_request"])
+    except FileRejected as exc:
+        raise ChatError(exc.message, code=exc.code, status=exc.status) from None
+    uploads = list({upload.sha256: upload for upload in reversed(uploads)}.values())[::-1]  # a file twice: once
+    collection = _collection_of(assistant)
+    known = set(
+        Document.objects.filter(
+            collection=collection, sha256__in=[u.sha256 for u in uploads], status=Document.Status.READY
+        ).values_list("sha256", flat=True)
+    )
+    stored = Document.objects.filter(collection=collection).exclude(sha256__in=[u.sha256 for u in uploads]).count()
+    if stored + len(uploads) > MAX_DOCUMENTS:
+        raise ChatError(
+            f"An assistant holds at most {MAX_DOCUMENTS} documents; this one has {stored}.", code="too_many_documents"
+        )
+    new = [upload for upload in uploads if upload.sha256 not in known]
+    try:
+        held = charges.do_reserve(user, ["file_rag"] * len(new))
+    except charges.QuotaExceeded as exc:
+        raise ChatError(str(exc), code="quota_exceeded", status=429) from None
+    charge_of = dict(zip((upload.sha256 for upload in new), held, strict=True))
+    documents = []
+    try:
+        for upload in uploads:
+            charge = charge_of.pop(upload.sha256, None)
+            try:
+                documents.append(ingest(collection, upload, progress))
+            except FileRejected as exc:
+                charges.do_release(charge)
+                if exc.status >= 500:  # the embedder is down: nothing is wrong with the file, say so
+                    raise ChatError(exc.message, code=exc.code, status=exc.status) from None
+                documents.append(Document.objects.get(collection=collection, sha256=upload.sha256))
+                continue
+            if charge is not None:
+                charges.do_settle(charge)
+    finally:
+        charges.do_release_all(charge_of.values())  # the files never reached (an error stopped the loop)
+    return documents
+
+
+def do_start_chat(user, assistant_id) -> Chat:
+    """A new chat of the user's with the assistant's name, system prompt, model and web search; its turns search
+    the assistant's documents too (nothing is copied, nothing is charged until a turn is asked)."""
+    assistant = get_visible_assistant(user, assistant_id)
+    with transaction.atomic():
+        chat = Chat.objects.create(
+            owner=user,
+            title=assistant.name,
+            name=assistant.name,
+            model=assistant.model,
+            system_prompt=assistant.system_prompt,
+            web_search=assistant.web_search,
+            assistant=assistant,
+        )
+        search.index_chats([chat.pk])
+    return chat
+
+
+def assistant_as_dict(assistant: Assistant, user, documents: list[Document] | None = None) -> dict:
+    body = {
+        "id": assistant.pk,
+        "name": assistant.name,
+        "systemPrompt": assistant.system_prompt,
+        "model": assistant.model,
+        "webSearch": assistant.web_search,
+        "published": assistant.published,
+        "mine": assistant.owner_id == user.pk,
+        "createdAt": assistant.created_at.isoformat(),
+        "updatedAt": assistant.updated_at.isoformat(),
+    }
+    if documents is not None:
+        body["documents"] = [assistant_document_as_dict(document) for document in documents]
+    return body
+
+
+def assistant_document_as_dict(document: Document) -> dict:
+    return {
+        "id": document.pk,
+        "name": document.name,
+        "kind": document.kind,
+        "mime": document.mime,
+        "size": document.size,
+        "pages": document.pages,
+        "status": document.status,
+        "error": document.error,
+        "notes": list(document.notes or []),
+        "createdAt": document.created_at.isoformat(),
+    }
+
+
+def documents_for_chat(chat) -> list[Document]:
+    """The ready documents of the assistant the chat was started from, while it may search them (the chat page
+    lists them beside the chat's own files; its citations link to them through the chat)."""
+    if chat is None or not chat.assistant_id:
+        return []
+    collection_ids = usable_collection_ids(chat.pk)
+    if not collection_ids:
+        return []
+    return list(
+        Document.objects.filter(collection_id__in=collection_ids, status=Document.Status.READY).order_by("created_at")
+    )
