@@ -1217,7 +1217,8 @@ python3 -m venv bench/.venv-litellm && bench/.venv-litellm/bin/pip install -r be
 .venv/bin/python bench/gateway.py --quick                 # smoke run, under a minute, prints the tables
 .venv/bin/python bench/gateway.py --readme before         # full run (daphne); writes its tables below
 .venv/bin/python bench/gateway.py --only sse,ws,v1s --levels 1,50        # part of it
-.venv/bin/python bench/gateway.py --servers daphne,uvicorn,granian --only sse,ws,json,v1s,v1j,wsscale
+.venv/bin/python bench/gateway.py --servers uvicorn,granian --only sse,ws,v1s --levels 1,50 --rounds 1
+.venv/bin/python bench/gateway.py --servers daphne,uvicorn,granian --only wsscale --ws-sockets 500
 .venv/bin/python bench/gateway.py --only sse --levels 50 --profile /tmp/prof   # py-spy raw stacks per block (root)
 ```
 """
