@@ -153,6 +153,17 @@ def timeout_kwargs() -> dict:
     }
 
 
+def connection_limits(http_library: str = "httpx2"):
+    """httpx(2).Limits for a provider client: at most PROVIDER_MAX_CONNECTIONS connections at once. The SDKs' own
+    default (1,000 for openai, anthropic and groq; httpx's 100 for google-genai's client) made every stream past it
+    wait for a free connection and fail after the pool timeout: 2,000 concurrent WebSocket turns on one model ended
+    with 1,076 "did not answer in time" errors (bench/README.md, WebSockets). Idle connections kept for reuse stay as
+    the SDKs keep them."""
+    return importlib.import_module(http_library).Limits(
+        max_connections=settings.PROVIDER_MAX_CONNECTIONS, max_keepalive_connections=100, keepalive_expiry=5.0
+    )
+
+
 @functools.cache
 def ssl_context(http_library: str = "httpx2") -> ssl.SSLContext:
     """One TLS context per HTTP library (httpx2 for openai/anthropic/google-genai, httpx for groq) for the whole

@@ -271,6 +271,9 @@ OPENAI_COMPATIBLE_CONTEXT = env_int("OPENAI_COMPATIBLE_CONTEXT", 8192, minimum=2
 PROVIDER_CONNECT_TIMEOUT = env_int("PROVIDER_CONNECT_TIMEOUT_MS", 5_000, minimum=1) / 1000
 PROVIDER_READ_TIMEOUT = env_int("PROVIDER_READ_TIMEOUT_MS", 30_000, minimum=1) / 1000
 PROVIDER_MAX_RETRIES = env_int("PROVIDER_MAX_RETRIES", 2, minimum=0)
+# Connections one provider client may hold at once, i.e. concurrent streams per provider and process (core/sdk.py
+# connection_limits); the SDKs' own cap of 1,000 failed the streams past it.
+PROVIDER_MAX_CONNECTIONS = env_int("PROVIDER_MAX_CONNECTIONS", 10_000, minimum=1)
 PROVIDER_RETRY_MAX_WAIT = env_int("PROVIDER_RETRY_MAX_WAIT_MS", 4_000, minimum=0) / 1000
 # Health checks make one small request (a model list) with no retries and this timeout.
 PROVIDER_HEALTH_TIMEOUT = env_int("PROVIDER_HEALTH_TIMEOUT_MS", 5_000, minimum=1) / 1000

@@ -152,3 +152,12 @@ async def drain(stream) -> tuple[list[str], Usage | None, ProviderError | None]:
     except ProviderError as exc:
         return deltas, usage, exc
     return deltas, usage, None
+
+
+async def generations_finished(timeout: float = 15) -> None:
+    """Wait until every generation this process started has ended (its task, and what runs after it)."""
+    from chat import generations
+
+    tasks = [g.task for g in list(generations._running.values()) if g.task is not None and not g.task.done()]
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)

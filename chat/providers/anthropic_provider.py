@@ -6,7 +6,7 @@ from django.conf import settings
 from chat.providers.base import DEFAULT_SAMPLING, Completion, Delta, Usage
 from chat.providers.content import anthropic_content
 from chat.providers.sdk import SDKProvider, split_system
-from core.sdk import CappedRetryWait, close_quietly, ssl_context, timeout_kwargs
+from core.sdk import CappedRetryWait, close_quietly, connection_limits, ssl_context, timeout_kwargs
 
 
 class _AsyncAnthropic(CappedRetryWait, anthropic.AsyncAnthropic):
@@ -29,7 +29,9 @@ class AnthropicProvider(SDKProvider):
             base_url=base_url,
             timeout=anthropic.Timeout(**timeout_kwargs()),
             max_retries=settings.PROVIDER_MAX_RETRIES,
-            http_client=anthropic.DefaultAsyncHttpxClient(verify=ssl_context("httpx2")),
+            http_client=anthropic.DefaultAsyncHttpxClient(
+                verify=ssl_context("httpx2"), limits=connection_limits("httpx2")
+            ),
         )
 
     @staticmethod

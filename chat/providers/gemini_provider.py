@@ -11,7 +11,7 @@ from google.genai import types
 from chat.providers.base import DEFAULT_SAMPLING, Completion, Delta, ProviderError, Usage
 from chat.providers.content import is_image
 from chat.providers.sdk import SDKProvider, split_system
-from core.sdk import capped_retry_wait, close_quietly, ssl_context, timeout_kwargs
+from core.sdk import capped_retry_wait, close_quietly, connection_limits, ssl_context, timeout_kwargs
 
 _RETRY_STATUS = [408, 429, 500, 502, 503, 504]
 _DROPPED = (httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError)
@@ -69,7 +69,9 @@ class GeminiProvider(SDKProvider):
         tls = ssl_context("httpx2")
         options = types.HttpOptions(
             base_url=base_url,
-            httpx_async_client=_GeminiHttpClient(timeout=httpx2.Timeout(**timeout_kwargs()), verify=tls),
+            httpx_async_client=_GeminiHttpClient(
+                timeout=httpx2.Timeout(**timeout_kwargs()), verify=tls, limits=connection_limits("httpx2")
+            ),
             httpx_client=httpx2.Client(verify=tls),  # never used (we only call client.aio); saves building one
             async_client_args={"ssl": tls},  # likewise for its Live API websockets
             retry_options=retry,

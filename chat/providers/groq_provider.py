@@ -5,7 +5,7 @@ import groq
 from django.conf import settings
 
 from chat.providers.openai_provider import ChatCompletionsProvider
-from core.sdk import CappedRetryWait, ssl_context, timeout_kwargs
+from core.sdk import CappedRetryWait, connection_limits, ssl_context, timeout_kwargs
 
 
 class _AsyncGroq(CappedRetryWait, groq.AsyncGroq):
@@ -27,7 +27,7 @@ class GroqProvider(ChatCompletionsProvider):
             base_url=base_url,
             timeout=groq.Timeout(**timeout_kwargs()),
             max_retries=settings.PROVIDER_MAX_RETRIES,
-            http_client=groq.DefaultAsyncHttpxClient(verify=ssl_context("httpx")),
+            http_client=groq.DefaultAsyncHttpxClient(verify=ssl_context("httpx"), limits=connection_limits("httpx")),
         )
 
     def _stream_options(self) -> dict:

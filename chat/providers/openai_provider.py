@@ -16,7 +16,7 @@ from django.conf import settings
 from chat.providers.base import DEFAULT_SAMPLING, Completion, Delta, GeneratedImage, ProviderError, Usage
 from chat.providers.content import openai_content
 from chat.providers.sdk import SDKProvider
-from core.sdk import CappedRetryWait, close_quietly, ssl_context, timeout_kwargs
+from core.sdk import CappedRetryWait, close_quietly, connection_limits, ssl_context, timeout_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,9 @@ class OpenAIProvider(ChatCompletionsProvider):
             base_url=base_url,
             timeout=openai.Timeout(**timeout_kwargs()),
             max_retries=settings.PROVIDER_MAX_RETRIES,
-            http_client=openai.DefaultAsyncHttpxClient(verify=ssl_context("httpx2")),
+            http_client=openai.DefaultAsyncHttpxClient(
+                verify=ssl_context("httpx2"), limits=connection_limits("httpx2")
+            ),
         )
 
     async def generate_image(self, model_id: str, prompt: str) -> GeneratedImage:

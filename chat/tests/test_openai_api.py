@@ -15,7 +15,12 @@ from chat.models import AIModel, Chat, ChatQuery
 from chat.providers.base import Sampling
 from testsupport.files import make_image
 from testsupport.http import ServerAsyncClient, bearer, read_streaming
-from testsupport.scripted import SCRIPTED_MODEL, install_scripted_model, uninstall_scripted_model
+from testsupport.scripted import (
+    SCRIPTED_MODEL,
+    generations_finished,
+    install_scripted_model,
+    uninstall_scripted_model,
+)
 
 transactional = pytest.mark.django_db(transaction=True)
 
@@ -473,9 +478,12 @@ def data_url(data: bytes, mime="image/png") -> str:
 
 
 @pytest.fixture
-def sees_images(scripted):
-    AIModel.objects.filter(name=SCRIPTED_MODEL).update(vision=True)
-    return scripted
+async def sees_images(scripted):
+    await AIModel.objects.filter(name=SCRIPTED_MODEL).aupdate(vision=True)
+    yield scripted
+    # An image turn reads its files (OCR) after the answer, and an unlisted chat is deleted when its turn ends: let
+    # that finish inside the test, or the test database's flush would wait on the deletion's locks.
+    await generations_finished()
 
 
 def sent_images(call) -> list[dict]:
