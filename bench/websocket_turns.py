@@ -372,9 +372,11 @@ def main() -> None:
             "UTILITY_MODELS": "",
             "CHAT_NAMING": "false",
             "LOCAL_MODEL_PRELOAD": "false",
-            # Long enough for a word every stream-seconds/words under load; a real stall still shows as one.
-            "PROVIDER_READ_TIMEOUT": str(max(30.0, args.stall_seconds)),
-            "PROVIDER_CONNECT_TIMEOUT": "30",
+            # The emulator (a thread per stream) accepts 2,000 connections slowly on a busy machine: connecting may
+            # take longer than the deployed 5 s, which would fail the turn before the socket is measured. The read
+            # timeout covers a word every stream-seconds/words under load; a real stall still shows as one.
+            "PROVIDER_CONNECT_TIMEOUT_MS": "60000",
+            "PROVIDER_READ_TIMEOUT_MS": str(int(1000 * max(30.0, args.stall_seconds))),
         }
     )
     env.update(item.split("=", 1) for item in args.env)
