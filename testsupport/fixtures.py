@@ -138,6 +138,27 @@ def emulator_server(tmp_path_factory, provider_emulator):
     provider_emulator.reset()
 
 
+@pytest.fixture(scope="module")
+def storage_state(browser, emulator_server, tmp_path_factory, request):
+    """A logged-in session of the test module's user (its EMAIL and PASSWORD) on `emulator_server`, saved once and
+    loaded by each test's own browser context."""
+    from testsupport.browser import saved_login
+
+    email, password = request.module.EMAIL, request.module.PASSWORD
+    emulator_server.create_user(email, password)
+    return saved_login(browser, emulator_server.url, email, password, tmp_path_factory.mktemp("state") / "state.json")
+
+
+@pytest.fixture
+def tab(browser, emulator_server, storage_state):
+    """A logged-in tab under the site's real Content-Security-Policy."""
+    from testsupport.browser import open_tab
+
+    tab = open_tab(browser, emulator_server.url, storage_state)
+    yield tab
+    tab.close()
+
+
 # --- a real S3 API (moto's server) on loopback, for the S3/R2 storage path ---------------------------------------
 
 

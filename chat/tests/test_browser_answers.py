@@ -14,7 +14,6 @@ from testsupport.browser import (
     ask,
     new_chat,
     open_tab,
-    saved_login,
     screenshot,
     wait_until_finished,
 )
@@ -44,21 +43,6 @@ XSS_REPLY = (
     "&lt;b onmouseover=alert('entity')&gt;hover&lt;/b&gt; "
     "![pixel](https://evil.example/markdown-image.png) $\\href{javascript:alert('tex')}{tex}$"
 )
-
-
-@pytest.fixture(scope="module")
-def storage_state(browser, emulator_server, tmp_path_factory):
-    """A logged-in session, saved once and loaded by each test's own browser context."""
-    emulator_server.create_user(EMAIL, PASSWORD)
-    return saved_login(browser, emulator_server.url, EMAIL, PASSWORD, tmp_path_factory.mktemp("state") / "state.json")
-
-
-@pytest.fixture
-def tab(browser, emulator_server, storage_state):
-    """A logged-in tab under the site's real Content-Security-Policy."""
-    tab = open_tab(browser, emulator_server.url, storage_state)
-    yield tab
-    tab.close()
 
 
 # --- rendering -------------------------------------------------------------------------------------------------

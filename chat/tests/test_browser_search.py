@@ -6,25 +6,12 @@ a version not shown opens that branch: chat/tests/test_search.py.)"""
 
 import pytest
 
-from testsupport.browser import ask, new_chat, open_tab, saved_login, wait_until_finished
+from testsupport.browser import ask, new_chat, wait_until_finished
 
 pytestmark = pytest.mark.browser
 
 EMAIL = "search-browser@example.com"
 PASSWORD = "a long search-test password"
-
-
-@pytest.fixture(scope="module")
-def storage_state(browser, emulator_server, tmp_path_factory):
-    emulator_server.create_user(EMAIL, PASSWORD)
-    return saved_login(browser, emulator_server.url, EMAIL, PASSWORD, tmp_path_factory.mktemp("state") / "state.json")
-
-
-@pytest.fixture
-def tab(browser, emulator_server, storage_state):
-    tab = open_tab(browser, emulator_server.url, storage_state)
-    yield tab
-    tab.close()
 
 
 def test_typing_finds_chats_by_their_answers_and_opens_the_matching_turn(tab, provider_emulator):

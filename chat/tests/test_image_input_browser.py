@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from testsupport.browser import EMULATOR_MODEL, new_chat, open_tab, saved_login, wait_until_finished
+from testsupport.browser import EMULATOR_MODEL, new_chat, saved_login, wait_until_finished
 from testsupport.files import make_image
 
 pytestmark = pytest.mark.browser
@@ -26,13 +26,6 @@ def storage_state(browser, emulator_server, tmp_path_factory):
     emulator_server.create_user(EMAIL, PASSWORD)
     emulator_server.manage("shell", "-c", CREATE_VISION_MODEL)
     return saved_login(browser, emulator_server.url, EMAIL, PASSWORD, tmp_path_factory.mktemp("state") / "state.json")
-
-
-@pytest.fixture
-def tab(browser, emulator_server, storage_state):
-    tab = open_tab(browser, emulator_server.url, storage_state)
-    yield tab
-    tab.close()
 
 
 def test_the_note_follows_the_model_and_the_image_reaches_the_provider_as_an_image(tab, provider_emulator, tmp_path):
