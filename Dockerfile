@@ -1,4 +1,4 @@
-# QueryNox: one container serving HTTP + WebSockets with daphne on port 8000.
+# QueryNox: one container serving HTTP + WebSockets with uvicorn on port 8000.
 # With no environment set it runs on embedded defaults (SQLite, in-memory channel layer, the local CPU model);
 # set DATABASE_URL, SECRET_KEY, ALLOWED_HOSTS, ... as described in README.md. compose.yaml runs the full stack.
 # Debian 12 (bookworm) like CI, so the OCR engine is the same tesseract 5.3 the test suite ran against.
@@ -31,9 +31,11 @@ RUN pip install -r requirements.txt \
 # The code stays root-owned (read-only for the app user); only data/ is writable.
 COPY . .
 
-# Static files are collected into the image (served by WhiteNoise).
+# Static files are collected into the image (served by WhiteNoise), and the static embedding model is distilled
+# from the installed MiniLM (rag/embeddings.py: ~1 CPU-minute, once, at build time rather than on the first upload).
 # /app/data holds the SQLite database and uploaded media; media/ points into it so one volume keeps both.
 RUN python manage.py collectstatic --noinput -v 0 \
+    && python -m rag.embeddings \
     && mkdir -p /app/data/media \
     && rm -rf /app/media && ln -s /app/data/media /app/media \
     && chown -R querynox:querynox /app/data
@@ -50,5 +52,8 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/api/v1/health', timeout=4).status == 200 else 1)"]
 
 ENTRYPOINT ["/app/scripts/docker-entrypoint.sh"]
-# querynox.server is daphne with request bodies bounded before they are buffered (see its docstring).
-CMD ["python", "-m", "querynox.server", "-b", "0.0.0.0", "-p", "8000", "querynox.asgi:application"]
+# uvicorn (uvloop, httptools) with daphne's protections: bodies bounded, no access log, WebSocket message limits,
+# generations wound down on SIGTERM (querynox/uvicorn_server.py); less CPU per request and per turn than daphne
+# (bench/README.md, "Request overhead"). daphne still works: python -m querynox.server -b 0.0.0.0 -p 8000
+# querynox.asgi:application
+CMD ["python", "-m", "querynox.uvicorn_server", "--host", "0.0.0.0", "--port", "8000"]

@@ -56,7 +56,10 @@ system-packages:
 		else echo "note: tesseract-ocr is not installed (apt-get install tesseract-ocr): OCR of scans is off" >&2; fi; \
 	fi
 
+# After the packages: the static embedding model distilled from the installed MiniLM (rag/embeddings.py; ~1
+# CPU-minute once, then a no-op), so no upload waits for it.
 install: $(STAMP)
+	$(PY) -m rag.embeddings
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

@@ -1,6 +1,9 @@
 """Authentication for API clients: bearer tokens on HTTP and on WebSockets. A token is a personal API key (it
 starts with `qnx_`) or, when Clerk is configured, a Clerk session JWT (accounts/clerk.py)."""
 
+import asyncio
+
+from asgiref.sync import sync_to_async
 from channels.auth import AuthMiddleware
 from channels.db import database_sync_to_async
 from channels.security.websocket import WebsocketDenier
@@ -13,11 +16,40 @@ from ninja.security import HttpBearer, SessionAuth
 from accounts.services import cached_user_for_bearer_token, user_for_bearer_token
 
 
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class BearerTokenAuth(HttpBearer):
-    # Sync on purpose: ninja runs sync authenticators in a thread for async views, and an async one
-    # would hand sync views a (truthy) coroutine instead of a user.
+    """Sync for sync views, async for async ones. ninja calls a sync view's authenticators in the view's own thread,
+    and an async view's on the event loop, sending a sync authenticator to a thread first (a trip there and back
+    per request, even for a key the cache answers). ninja asks `is_async` right where it calls: on the loop it
+    is true and `authenticate` returns a coroutine, which answers a cached key on the loop and only goes to a
+    thread for the database; in a sync view's thread it is false and `authenticate` returns the user."""
+
+    @property
+    def is_async(self) -> bool:
+        return _on_event_loop()
+
+    @is_async.setter
+    def is_async(self, value) -> None:
+        pass  # ninja's AuthBase.__init__ sets it once from `authenticate`; here it is decided per call
+
     def authenticate(self, request, token):
-        user = user_for_bearer_token(token)
+        if _on_event_loop():
+            return self._authenticate_on_loop(request, token)
+        return self._found(request, user_for_bearer_token(token))
+
+    async def _authenticate_on_loop(self, request, token):
+        user = cached_user_for_bearer_token(token) or await sync_to_async(user_for_bearer_token)(token)
+        return self._found(request, user)
+
+    @staticmethod
+    def _found(request, user):
         if user is not None:
             request.user = user
         return user

@@ -5,9 +5,10 @@ Why: the lookup (a query through the ORM, and under CONN_MAX_AGE=0 a new databas
 WebSocket handshake's CPU (bench/README.md, WebSockets), and a client's next request or reconnect comes with the same
 key. Only successful lookups of personal API keys are kept; a wrong key always asks the database.
 
-Revoking or deleting a key, or saving or deleting its user (deactivation, a new product), forgets it in this process
-at once (the signals below). Another instance learns of it from the database when its entry expires, so a revoked key
-keeps working there for at most API_KEY_CACHE_SECONDS (an open socket keeps its user for its whole life anyway).
+Revoking or deleting a key, or saving or deleting its user (deactivation, a new product), or changing any product
+(users are kept with theirs), forgets it in this process at once (the signals below). Another instance learns of it
+from the database when its entry expires, so a revoked key keeps working there for at most API_KEY_CACHE_SECONDS
+(an open socket keeps its user for its whole life anyway).
 API_KEY_CACHE_SECONDS=0 turns the cache off. Changes made with queryset.update() send no signal: they too take
 effect within the TTL.
 """
@@ -97,6 +98,13 @@ def clear() -> None:
 @receiver(post_delete, sender=ApiKey, dispatch_uid="accounts.key_cache.key_deleted")
 def _key_changed(sender, instance, **kwargs):
     forget_key(instance.key_hash)
+
+
+# Users are cached with their product (limits, archived or not): a changed product clears them all (it is rare).
+@receiver(post_save, sender="billing.Product", dispatch_uid="accounts.key_cache.product_saved")
+@receiver(post_delete, sender="billing.Product", dispatch_uid="accounts.key_cache.product_deleted")
+def _product_changed(sender, instance, **kwargs):
+    clear()
 
 
 @receiver(post_save, sender=User, dispatch_uid="accounts.key_cache.user_saved")

@@ -32,7 +32,8 @@ def user_for_api_key(raw_key: str):
     if user is not None:
         return user
     mark = key_cache.invalidation_mark()
-    key = ApiKey.objects.active().select_related("user").filter(key_hash=key_hash).first()
+    # The user's product with it: most requests read it (quota, the account), and the key cache keeps it too.
+    key = ApiKey.objects.active().select_related("user", "user__product").filter(key_hash=key_hash).first()
     if key is None or not key.user.is_active:
         return None
     now = timezone.now()

@@ -11,8 +11,9 @@ fast as it can), and every measurement alternates between them, so the machine's
   window), the older ones covered by a stored summary as a long chat has (summary_until 30 turns back); then
   `--turns` new turns in each (POST /api/v1/chat/{id}/stream; turn 1 is a new chat), the time to the first
   `content` event, median. The "short" rows do the same with 40-character turns that all fit (no summary).
-- reads: GET /api/v1/chat/user (a user with 200 chats) and GET /api/v1/chat/{id} (a chat of 200 turns), 10
-  keep-alive connections for `--seconds` each, requests/s and the server's CPU per request (utime+stime from /proc).
+- reads: GET /api/v1/chat/user (a user with 200 chats), GET /api/v1/chat/{id} (a chat of 200 turns: the newest
+  page where the tree pages it) and the same with ?limit=200 (all of it, in both trees), 10 keep-alive connections
+  for `--seconds` each, requests/s and the server's CPU per request (utime+stime from /proc).
 
     .venv/bin/python bench/chat_length.py                 # about 2 minutes
     .venv/bin/python bench/chat_length.py --turns 9 --seconds 8
@@ -58,6 +59,10 @@ from django.db import transaction
 from django.utils import timezone
 from accounts.models import User
 from chat.models import Chat, ChatQuery
+try:  # the branch's end stored on the chat, as the product's turns leave it (trees from before it have none)
+    from chat.branches import refresh_shown_leaf
+except ImportError:
+    refresh_shown_leaf = None
 user = User.objects.get(email=os.environ["QNX_BENCH_EMAIL"])
 model, marks = os.environ["QNX_BENCH_MODEL"], json.loads(os.environ["QNX_BENCH_MARKS"])
 back = int(os.environ["QNX_BENCH_BACK"])
@@ -71,6 +76,8 @@ def chat_of(title, turns, prompt, answer, summarise):
         if summarise and n == turns - 1 - back:
             Chat.objects.filter(pk=chat.pk).update(summary="They talked about the plan at length. " * 8,
                                                    summary_until=previous.created_at)
+    if refresh_shown_leaf is not None:
+        refresh_shown_leaf(chat.pk)
     return str(chat.pk)
 with transaction.atomic():
     for mark in marks:
@@ -261,7 +268,10 @@ async def main(args) -> None:
             read_rows = {label: {} for label in servers}
             for what, path_of in (
                 ("chat list `GET /api/v1/chat/user` (200 chats)", lambda seeded: "/api/v1/chat/user"),
-                ("chat history `GET /api/v1/chat/{id}` (200 turns)", lambda s: f"/api/v1/chat/{s['history']}"),
+                ("chat history `GET /api/v1/chat/{id}` (200 turns; after: its newest page)",
+                 lambda s: f"/api/v1/chat/{s['history']}"),
+                ("chat history, all 200 turns in one answer (`?limit=200`)",
+                 lambda s: f"/api/v1/chat/{s['history']}?limit=200"),
             ):
                 for label, (server, key, seeded) in servers.items():
                     read_rows[label][what] = await reads(server, key, path_of(seeded), args.seconds)

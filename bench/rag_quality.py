@@ -21,13 +21,22 @@ Options (`--option NAME`, repeatable; default: all):
   minilm-t2         the same with 2 intra-op threads
   minilm-128        chunks truncated at 128 word pieces (what the model was trained on) instead of 256
   lexical           BM25 alone (every vector the same): what the embeddings add
-  static            a static (bag of word pieces) model distilled from the same MiniLM the way model2vec does it:
-                    each of its 30,522 word pieces embedded alone, PCA to 256 dimensions, Zipf-rank SIF weights;
-                    a text is the mean of its pieces' vectors. Distilling takes ~70 CPU-s (once per run).
+  minilm-s8/-u8     MiniLM with real dynamic int8 MatMuls: the shipped weights folded back to float32, then
+                    onnxruntime.quantization.quantize_dynamic (per-channel, s8 / u8 weights; needs `onnx`)
+  static            the static model alone (rag.embeddings.StaticEmbedder, distilled from the same MiniLM the way
+                    model2vec does it: each of its 30,522 word pieces embedded alone, PCA to 256 dimensions,
+                    Zipf-rank SIF weights; a text is the mean of its pieces' vectors), without re-ranking
+  hybrid            what the local embedder is now: the static model at ingest, and at query time MiniLM re-scores
+                    the best RERANK_DEPTH (20) candidates (rag.retrieval); hybrid-d6/-d10/-d30: other depths
+
+Besides recall, each option reports the CPU per question (the 40 of the set, in one chat: with a reranker,
+including the candidates it embeds) and, after the speed upload, the first and a second question over that
+document (the first builds the index; with a reranker, both embed their candidates).
 
 Usage (from the repository root):
     .venv/bin/python bench/rag_quality.py
     .venv/bin/python bench/rag_quality.py --option minilm --option static --json
+    .venv/bin/python bench/rag_quality.py --option minilm --option hybrid --option minilm --option hybrid --misses
 Not part of the test suite.
 """
 
@@ -44,7 +53,11 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
 DEFAULT_PDF = Path("/usr/share/doc/libtasn1-doc/libtasn1.pdf")
-OPTIONS = ["minilm", "minilm-b4", "minilm-b16", "minilm-t2", "minilm-128", "lexical", "static"]
+FIRST_QUESTION = "How do I decode a DER encoded value into a structure?"
+SECOND_QUESTION = "Which function reports why parsing the ASN.1 definitions failed?"
+SHIPPED = {}  # rag.retrieval's own RERANK_DEPTH, before an option changes it
+OPTIONS = ["minilm", "minilm-b4", "minilm-b16", "minilm-t2", "minilm-128", "lexical", "static", "hybrid",
+           "hybrid-d6", "hybrid-d10", "hybrid-d30", "minilm-s8", "minilm-u8"]
 
 
 def make_embedder(option: str):
@@ -64,8 +77,17 @@ def make_embedder(option: str):
                 return np.full((len(texts), 8), 8**-0.5, dtype=np.float32)
 
         return SameVector()
+    from rag import retrieval
+
+    SHIPPED.setdefault("depth", retrieval.RERANK_DEPTH)
+    retrieval.RERANK_DEPTH = int(option.split("-d")[1]) if option.startswith("hybrid-d") else SHIPPED["depth"]
     if option == "static":
-        return DistilledStatic()
+        static = embeddings.StaticEmbedder(embeddings.local_embedder())
+        static.name = "bench:static-alone"  # not the shipped name: reranker_for() does not re-rank it
+        static.reranker = None
+        return static
+    if option.startswith("hybrid"):
+        return embeddings.StaticEmbedder(embeddings.local_embedder())
     threads = 2 if option == "minilm-t2" else settings.RAG_EMBEDDING_THREADS
     embedder = embeddings.LocalEmbedder(threads)
     if option.startswith("minilm-b"):
@@ -73,55 +95,51 @@ def make_embedder(option: str):
     if option == "minilm-128":
         embedder.max_tokens = 128
         embedder.name += "@128"
+    if option in ("minilm-s8", "minilm-u8"):
+        embedder.model_path = quantized_model(option[-2:])
+        embedder.name += f"@{option[-2:]}"
     return embedder
 
 
-class DistilledStatic:
-    name = "bench:static-minilm-pca256-sif"
-    dimensions = 256
-    batch_size = 256
+def quantized_model(kind: str) -> str:
+    """The shipped model with real dynamic int8 MatMuls (MatMulInteger after DynamicQuantizeLinear, per-channel
+    weights), derived here: its int8 weights are first folded back into float32 initialisers (the shipped graph
+    dequantises them with Cast and Mul at load), then onnxruntime.quantization.quantize_dynamic re-quantises them.
+    Needs the `onnx` package (bench only: pip install onnx==1.23.2)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    def __init__(self):
-        import numpy as np
+    from rag.embeddings import shipped_model_path
 
-        from rag.embeddings import LocalEmbedder
-
-        teacher = LocalEmbedder(2)
-        teacher.load()
-        tokenizer = teacher._tokenizer
-        size = tokenizer.get_vocab_size()
-        vectors = np.zeros((size, 384), dtype=np.float32)
-        for start in range(0, size, 1024):
-            ids = np.arange(start, min(size, start + 1024))
-            # [CLS] piece [SEP], mean-pooled like the sentence model pools a text
-            input_ids = np.stack([np.full(len(ids), 101), ids, np.full(len(ids), 102)], axis=1).astype(np.int64)
-            feeds = {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids)}
-            feeds["token_type_ids"] = np.zeros_like(input_ids)
-            (hidden,) = teacher._session.run(["last_hidden_state"], feeds)
-            vectors[start : start + len(ids)] = hidden.mean(axis=1)
-        words = vectors[1000:]  # past the [unused] and single-character pieces
-        mean = words.mean(axis=0)
-        _, _, components = np.linalg.svd(words - mean, full_matrices=False)
-        table = (vectors - mean) @ components[: self.dimensions].T
-        # BERT's vocabulary lists whole words by frequency from id 1996 ("the"): weight rare pieces up (SIF).
-        rank = np.maximum(np.arange(size) - 1995, 1).astype(np.float64)
-        probability = (1 / rank) / (1 / rank).sum()
-        self.table = (table * (1e-4 / (1e-4 + probability))[:, None]).astype(np.float32)
-        tokenizer.no_padding()
-        tokenizer.no_truncation()
-        self.tokenizer = tokenizer
-
-    def embed(self, texts):
-        import numpy as np
-
-        from rag.embeddings import normalize_rows
-
-        encodings = self.tokenizer.encode_batch([text or " " for text in texts], add_special_tokens=False)
-        rows = np.zeros((len(texts), self.dimensions), dtype=np.float32)
-        for row, encoding in enumerate(encodings):
-            if encoding.ids:
-                rows[row] = self.table[encoding.ids].mean(axis=0)
-        return normalize_rows(rows)
+    out = Path(tempfile.gettempdir()) / f"qnx-minilm-dynamic-{kind}.onnx"
+    if out.exists():
+        return str(out)
+    model = onnx.load(shipped_model_path())
+    initializers = {item.name: item for item in model.graph.initializer}
+    producers = {output: node for node in model.graph.node for output in node.output}
+    folded, dropped = [], []
+    for node in model.graph.node:
+        cast = producers.get(node.input[0]) if node.op_type == "Mul" and len(node.input) == 2 else None
+        constant = cast is not None and cast.input[0] in initializers and node.input[1] in initializers
+        if constant and cast.op_type == "Cast":
+            weights = numpy_helper.to_array(initializers[cast.input[0]]).astype(np.float32)
+            scale = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32)
+            folded.append(numpy_helper.from_array(weights * scale, node.output[0]))
+            dropped += [node, cast]
+    for node in dropped:
+        model.graph.node.remove(node)
+    used = {name for node in model.graph.node for name in node.input}
+    kept = [item for item in model.graph.initializer if item.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept + folded)
+    fp32 = out.with_suffix(".fp32.onnx")
+    onnx.save(model, str(fp32))
+    weight_type = QuantType.QInt8 if kind == "s8" else QuantType.QUInt8
+    quantize_dynamic(str(fp32), str(out), per_channel=True, weight_type=weight_type)
+    fp32.unlink()
+    return str(out)
 
 
 def use_embedder(embedder) -> None:
@@ -143,6 +161,8 @@ def run_option(option: str, pdf: bytes | None) -> dict:
     use_embedder(embedder)
     started = time.perf_counter()
     embedder.embed(["warm up: load the model"])
+    if embedder.reranker is not None:
+        embedder.reranker.embed(["warm up: load the model"])
     result = {"option": option, "embedder": embedder.name, "load_s": time.perf_counter() - started}
 
     # A user of its own: ingest reuses the vectors of a file the same user uploaded with the same embedder name.
@@ -153,6 +173,7 @@ def run_option(option: str, pdf: bytes | None) -> dict:
     retrieval.clear_cache()
     found = {"words": [0, 0, 0], "meaning": [0, 0, 0]}  # questions, recall@1, recall@6
     misses = []
+    query_cpu = time.process_time()
     for question in QUESTIONS:
         hits = retrieval.retrieve(chat.id, question.text)
         places = [(hit.document_name, hit.page) for hit in hits]
@@ -163,6 +184,8 @@ def run_option(option: str, pdf: bytes | None) -> dict:
         counts[2] += answer in places
         if not places or places[0] != answer:
             misses.append(f"{question.text} -> {places[:3]} (want {answer}{', in top 6' if answer in places else ''})")
+    # Per question, the index built on the first; with a reranker, chunks embedded at query time are included.
+    result["query_cpu_ms"] = (time.process_time() - query_cpu) / len(QUESTIONS) * 1000
     total = [sum(found[kind][i] for kind in found) for i in range(3)]
     result.update(
         questions=total[0],
@@ -176,6 +199,12 @@ def run_option(option: str, pdf: bytes | None) -> dict:
         speed_chat = Chat.objects.create(owner=user, title=f"speed {option}", model="smollm2-135m")
         timings = _timed_ingest(speed_chat, pdf, embedder)
         result.update(timings)
+        # What the first turn after the upload then pays for retrieval (index build; with a reranker, embedding
+        # its RERANK_DEPTH candidates), and a second, different question over the same document.
+        for key, question in (("first_query", FIRST_QUESTION), ("second_query", SECOND_QUESTION)):
+            cpu, wall = time.process_time(), time.perf_counter()
+            retrieval.retrieve(speed_chat.id, question)
+            result[f"{key}_s"], result[f"{key}_cpu_s"] = time.perf_counter() - wall, time.process_time() - cpu
     return result
 
 
@@ -258,9 +287,9 @@ def main(argv=None) -> list[dict]:
             print(f"{option}: not available ({exc})", file=sys.stderr)
     print(f"{platform.node()} · {os.cpu_count()} cores · Python {platform.python_version()} · "
           f"{len(document_pdfs())} documents · load average at the end {os.getloadavg()[0]:.1f}")
-    header = "| option | recall@1 | recall@6 | words r@1 / r@6 | meaning r@1 / r@6 |"
+    header = "| option | recall@1 | recall@6 | words r@1 / r@6 | meaning r@1 / r@6 | CPU per question |"
     if pdf is not None:
-        header += " ingest s/MB | CPU s/MB | embedding chunks/s |"
+        header += " ingest s/MB | CPU s/MB | embedding chunks/s | 1st / 2nd query after upload, s (CPU) |"
     print(header)
     print("|" + "---|" * header.count(" |"))
     for r in results:
@@ -268,9 +297,14 @@ def main(argv=None) -> list[dict]:
         line = (
             f"| {r['option']} | {r['recall_at_1']:.1%} | {r['recall_at_6']:.1%} | "
             f"{words['r1']:.0%} / {words['r6']:.0%} | {meaning['r1']:.0%} / {meaning['r6']:.0%} |"
+            f" {r['query_cpu_ms']:.0f} ms |"
         )
         if pdf is not None:
-            line += f" {r['s_per_mb']:.1f} | {r['cpu_s_per_mb']:.1f} | {r['chunks_per_s']:.1f} |"
+            line += (
+                f" {r['s_per_mb']:.1f} | {r['cpu_s_per_mb']:.1f} | {r['chunks_per_s']:.1f} |"
+                f" {r['first_query_s']:.2f} ({r['first_query_cpu_s']:.2f}) /"
+                f" {r['second_query_s']:.2f} ({r['second_query_cpu_s']:.2f}) |"
+            )
         print(line)
     if args.misses:
         for r in results:

@@ -18,6 +18,9 @@ Usage (from the repository root):
     .venv/bin/python bench/search.py                                    # SQLite (FTS5), in a temp directory
     .venv/bin/python bench/search.py --database-url postgres://postgres@127.0.0.1:5432/qnx_bench   # empty DB
     .venv/bin/python bench/search.py --chats 1000 --turns 20000 --queries 100 --skip-http --json
+    .venv/bin/python bench/search.py --reuse /tmp/qnx-search-bench-…/bench.sqlite3 --compare /tmp/base   # again,
+        # on that data, with another tree's chat/search.py timed interleaved with this one's (before / after)
+    .venv/bin/python bench/search.py --database-url postgres://…/qnx_bench --reuse --compare /tmp/base
 
 Not part of the test suite.
 """
@@ -157,22 +160,37 @@ def make_queries(args, vocabulary: list[str], user) -> list[tuple[str, str]]:
     return queries
 
 
-def bench_service(user, queries) -> tuple[dict, dict, float]:
-    from chat import search
+def load_search_module(tree: Path):
+    """Another tree's chat/search.py (the "before" of a change), run against this tree's models and database."""
+    import importlib.util
 
-    for _, q in queries[:20]:
-        search.search(user, q)  # warm-up: connection, caches
-    times = {kind: [] for kind in KINDS}
-    cpu = {kind: [] for kind in KINDS}
-    results = []
-    for kind, q in queries:
-        wall, process = time.perf_counter(), time.process_time()
-        page = search.search(user, q)
-        times[kind].append((time.perf_counter() - wall) * 1000)
-        cpu[kind].append((time.process_time() - process) * 1000)
-        results.append(len(page.results))
-    found = sum(1 for count in results if count) / len(results)
-    return summary(times), summary(cpu), found
+    spec = importlib.util.spec_from_file_location("compared_search", tree / "chat" / "search.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_service(user, queries, modules: dict) -> dict:
+    """Each search run by every module in `modules` (name -> a chat.search), one after the other, their order
+    alternating from one search to the next (so both see the same load), timed as wall and CPU of this process."""
+    for module in modules.values():
+        for _, q in queries[:20]:
+            module.search(user, q)  # warm-up: connection, caches
+    times = {name: {kind: [] for kind in KINDS} for name in modules}
+    cpu = {name: {kind: [] for kind in KINDS} for name in modules}
+    found = {name: 0 for name in modules}
+    names = list(modules)
+    for number, (kind, q) in enumerate(queries):
+        for name in names if number % 2 == 0 else reversed(names):
+            wall, process = time.perf_counter(), time.process_time()
+            page = modules[name].search(user, q)
+            times[name][kind].append((time.perf_counter() - wall) * 1000)
+            cpu[name][kind].append((time.process_time() - process) * 1000)
+            found[name] += bool(page.results)
+    return {
+        name: {"wall": summary(times[name]), "cpu": summary(cpu[name]), "found": found[name] / len(queries)}
+        for name in modules
+    }
 
 
 def bench_http(args, workdir: Path, user, queries) -> tuple[dict, float]:
@@ -218,7 +236,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--database-url", help="an empty PostgreSQL database (default: SQLite in a temp directory)")
     parser.add_argument("--skip-http", action="store_true", help="only the in-process service call")
     parser.add_argument("--json", action="store_true", help="print the raw numbers as JSON too")
-    parser.add_argument("--reuse", help="measure again on the SQLite file of an earlier run (no new data)")
+    parser.add_argument(
+        "--reuse",
+        nargs="?",
+        const="",
+        help="measure again on the data of an earlier run (no new data): its SQLite file, or, with no value, the "
+        "PostgreSQL database of --database-url",
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="another tree (e.g. /tmp/base, a snapshot before a change): its chat/search.py is timed too, "
+        "interleaved with this tree's, on the same data",
+    )
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="qnx-search-bench-"))
@@ -236,9 +266,10 @@ def main(argv=None) -> dict:
     from chat.models import Chat
 
     call_command("migrate", verbosity=0)
-    if Chat.objects.exists() and not args.reuse:
+    reuse = args.reuse is not None
+    if Chat.objects.exists() and not reuse:
         raise SystemExit("The database already has chats: give an empty one.")
-    if args.reuse:
+    if reuse:
         user = User.objects.get(email="bench@example.com")
     else:
         user = User.objects.create_user("bench@example.com", "bench password 123")
@@ -257,13 +288,23 @@ def main(argv=None) -> dict:
         with connection.cursor() as cursor:
             cursor.execute("SHOW server_version")
             result["postgresql"] = cursor.fetchone()[0]
-    if args.reuse:
+    if reuse:
         generated = {"load_s": float("nan"), "vocabulary": pseudo_words(random.Random(7), VOCABULARY)}
     else:
         generated = generate(args, user)
     result["load_s"] = generated["load_s"]
     queries = make_queries(args, generated["vocabulary"], user)
-    result["service_ms"], result["service_cpu_ms"], result["found"] = bench_service(user, queries)
+    from chat import search
+
+    modules = {"this tree": search}
+    if args.compare:
+        modules = {f"before ({args.compare})": load_search_module(args.compare), **modules}
+    result["load_average"] = os.getloadavg()
+    service = bench_service(user, queries, modules)
+    result["load_average_after"] = os.getloadavg()
+    result["service"] = service
+    mine = service["this tree"]
+    result["service_ms"], result["service_cpu_ms"], result["found"] = mine["wall"], mine["cpu"], mine["found"]
     if not args.skip_http:
         connection.close()  # the server gets the database (SQLite: no writer left open here)
         result["http_ms"], result["server_start_s"] = bench_http(args, workdir, user, queries)
@@ -271,9 +312,19 @@ def main(argv=None) -> dict:
     print(f"\nSearch over {args.chats} chats / {args.turns} turns on {result['engine']} "
           f"({result.get('sqlite') or result.get('postgresql')}), loaded in {result['load_s']:.0f} s; "
           f"{result['found']:.0%} of the searches found something.\n")
-    print(table("service call (wall)", result["service_ms"]))
-    print()
-    print(table("service call (CPU of this process)", result["service_cpu_ms"]))
+    print(f"Load average (1, 5, 15 min) before the service calls {result['load_average']}, "
+          f"after {result['load_average_after']}.\n")
+    for name, measured in service.items():
+        print(table(f"{name}: service call (wall)", measured["wall"]))
+        print()
+        print(table(f"{name}: service call (CPU of this process)", measured["cpu"]))
+        print(f"\n{name}: {measured['found']:.0%} of the searches found something.\n")
+    if len(service) == 2:
+        before, after = (measured["wall"]["all"] for measured in service.values())
+        before_cpu, after_cpu = (measured["cpu"]["all"] for measured in service.values())
+        print(f"before / after, all searches: wall p50 {before['p50'] / after['p50']:.1f}x, p99 "
+              f"{before['p99'] / after['p99']:.1f}x; CPU p50 {before_cpu['p50'] / after_cpu['p50']:.1f}x, p99 "
+              f"{before_cpu['p99'] / after_cpu['p99']:.1f}x")
     if "http_ms" in result:
         print()
         print(table("GET /api/v1/chat/search (daphne, loopback)", result["http_ms"]))

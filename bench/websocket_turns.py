@@ -18,6 +18,8 @@ Each size runs on a freshly started server, so one size's memory is not another'
     .venv/bin/python bench/websocket_turns.py                              # N = 100, 500, 2000 under daphne
     .venv/bin/python bench/websocket_turns.py --sizes 2000 --server uvicorn # see bench/requirements-servers.txt
     .venv/bin/python bench/websocket_turns.py --sizes 500 --profile-handshakes out.txt   # py-spy, as root
+    .venv/bin/python bench/websocket_turns.py --sizes 120 --handshake-concurrency 5 --stream-seconds 100 \
+        --memory-probe /tmp/mp          # tracemalloc snapshots in the server; bench/memprobe/compare.py reads them
 
 (Not named websockets.py: run as a script, bench/ comes first on sys.path and would shadow the library.)
 """
@@ -27,6 +29,7 @@ import asyncio
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -120,6 +123,15 @@ class BenchServer(LiveServer):
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
         )
+
+    def manage(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
+        # Only the server is traced (--memory-probe): a migration under tracemalloc would take minutes.
+        probe = self.env.pop("QNX_MEMPROBE_DIR", None)
+        try:
+            return super().manage(*args, env=env, timeout=timeout)
+        finally:
+            if probe is not None:
+                self.env["QNX_MEMPROBE_DIR"] = probe
 
     def pids(self) -> list[int]:
         """The server process and its descendants (granian serves from a worker process it forks)."""
@@ -266,6 +278,30 @@ async def sample_rss(server: BenchServer, peak: list[int], stop: asyncio.Event) 
             pass
 
 
+async def probe_memory(server: BenchServer, args, label: str) -> None:
+    """--memory-probe: have the server (bench/memprobe/sitecustomize.py) write a tracemalloc snapshot and a count of
+    its live objects by type, and wait until it has."""
+    if not args.memory_probe:
+        return
+    probe = Path(args.memory_probe)
+    number = len(list(probe.glob("done-*"))) + 1
+    server.process.send_signal(signal.SIGUSR1)
+    for _ in range(1200):  # a snapshot of a large heap takes a while on a busy machine; at most 4 minutes
+        if (probe / f"done-{number}").exists():
+            break
+        await asyncio.sleep(0.2)
+    (probe / f"label-{number}").write_text(label)
+
+
+async def probe_when_streaming(server: BenchServer, args, concurrency: Concurrency, size: int) -> None:
+    """The streaming snapshot: once every socket has had its first content (or half the stream time has passed)."""
+    for _ in range(int(args.stream_seconds * 5)):
+        if concurrency.streaming >= size:
+            break
+        await asyncio.sleep(0.2)
+    await probe_memory(server, args, f"streaming N={size} ({concurrency.streaming} streams live)")
+
+
 async def measure(server: BenchServer, keys: list[str], size: int, args, reply: str) -> dict:
     url = server.ws_url
     # Warm-up: the first handshakes and turns load code and open the database; they are not what is measured.
@@ -275,6 +311,7 @@ async def measure(server: BenchServer, keys: list[str], size: int, args, reply: 
     for s in warm:
         await s.close()
     await asyncio.sleep(1.0)
+    await probe_memory(server, args, "before the sockets opened")
 
     rss_before = server.status_kib("VmRSS")
     cpu_before = server.cpu_seconds()
@@ -285,6 +322,7 @@ async def measure(server: BenchServer, keys: list[str], size: int, args, reply: 
     handshake_cpu = server.cpu_seconds() - cpu_before
     await asyncio.sleep(1.0)  # let the server finish each connection's bookkeeping
     rss_idle = server.status_kib("VmRSS")
+    await probe_memory(server, args, f"{len(sockets)} sockets idle")
     if args.handshakes_only:
         for s in sockets:
             await s.close()
@@ -299,6 +337,7 @@ async def measure(server: BenchServer, keys: list[str], size: int, args, reply: 
     peak = [rss_idle]
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_rss(server, peak, stop))
+    prober = asyncio.create_task(probe_when_streaming(server, args, concurrency, len(sockets)))
     cpu_turns = server.cpu_seconds()
     turns_started = time.perf_counter()
     streams = await asyncio.gather(
@@ -308,6 +347,7 @@ async def measure(server: BenchServer, keys: list[str], size: int, args, reply: 
     turn_cpu = server.cpu_seconds() - cpu_turns
     stop.set()
     await sampler
+    await prober
     rss_after_turns = server.status_kib("VmRSS")
     for s in sockets:
         await s.close()
@@ -354,6 +394,9 @@ def main() -> None:
                              "server has not seen, as many clients at once)")
     parser.add_argument("--handshakes-only", action="store_true", help="open and close the sockets, no turns")
     parser.add_argument("--profile-handshakes", metavar="OUT", help="py-spy raw profile of the server meanwhile")
+    parser.add_argument("--memory-probe", metavar="DIR",
+                        help="tracemalloc snapshots of the server before, idle and while streaming (bench/memprobe); "
+                             "compare them with bench/memprobe/compare.py")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="server setting override")
     parser.add_argument("--json", action="store_true", help="print the raw results as JSON too")
     args = parser.parse_args()
@@ -380,6 +423,13 @@ def main() -> None:
         }
     )
     env.update(item.split("=", 1) for item in args.env)
+    if args.memory_probe:
+        if len(sizes) != 1 or args.server != "daphne":
+            parser.error("--memory-probe takes one size, under daphne")
+        Path(args.memory_probe).mkdir(parents=True, exist_ok=True)
+        env["QNX_MEMPROBE_DIR"] = str(Path(args.memory_probe).resolve())
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BASE_DIR / "bench" / "memprobe"),
+                                                          os.environ.get("PYTHONPATH")]))
     results = []
     with tempfile.TemporaryDirectory(prefix="qnx-ws-bench-") as work:
         server = BenchServer(Path(work), env, args.server)

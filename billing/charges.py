@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -75,33 +75,51 @@ def check_user(user_or_id):
 def do_reserve(user_or_id, kinds: Iterable[str], *, chat_query_id=None) -> list[Charge]:
     """Take one unit of each of `kinds` from this month's quota, as held charges (in the same order).
 
-    All or nothing: when any is refused, QuotaExceeded is raised (and counted) and the transaction gives back
-    those already taken."""
+    All or nothing: when any is refused, those already taken are given back before QuotaExceeded is raised (and
+    counted). Nothing raises inside its transaction (but a database error), so inside a caller's transaction it
+    needs no savepoint: the reservation commits with the caller's rows (chat.generations: the turn's query)."""
     user = check_user(user_or_id)
-    try:
-        with transaction.atomic():
-            taken = []
-            for kind in kinds:
-                reservation = quota.reserve(user, kind)
+    refused = None
+    taken: list[Charge] = []
+    with _atomic_without_savepoint():
+        reservations = []
+        for kind in kinds:
+            try:
+                reservations.append(quota.reserve(user, kind))
+            except QuotaExceeded as exc:
+                refused = exc
+                break
+        if refused is not None:
+            for reservation in reservations:  # under the same row locks: as if never taken
+                quota.release(reservation)
+        else:
+            for reservation in reservations:
                 taken.append(
                     Charge.objects.create(
                         user=user,
                         period_id=reservation.period_id,
-                        kind=kind,
+                        kind=reservation.kind,
                         amount=reservation.amount,
                         chat_query_id=chat_query_id,
                     )
                 )
-    except QuotaExceeded as exc:
-        metrics.QUOTA_REFUSALS.labels(exc.kind).inc()
-        raise
+    if refused is not None:
+        metrics.QUOTA_REFUSALS.labels(refused.kind).inc()
+        raise refused
     return taken
+
+
+def _atomic_without_savepoint():
+    """A transaction of its own, or part of the caller's without a savepoint (two statements fewer). Only for work
+    that raises nothing but database errors, which end the caller's transaction anyway."""
+    return transaction.atomic(savepoint=False)
 
 
 def do_assign_to_query(charges: Iterable[Charge | None], chat_query_id) -> None:
     """Note which query holds these charges (taken before its row existed), so whoever settles that query later,
     even on another instance, finds them (held_charges)."""
-    held = [charge for charge in charges if charge is not None]
+    # Those reserved with this query already (do_reserve's chat_query_id) need no UPDATE.
+    held = [charge for charge in charges if charge is not None and charge.chat_query_id != chat_query_id]
     if held:
         Charge.objects.filter(pk__in=[charge.pk for charge in held]).update(chat_query_id=chat_query_id)
     for charge in held:
@@ -129,25 +147,69 @@ def _publish_on_commit(charge: Charge, entry=None) -> None:
 def do_settle(charge: Charge, metered: Metered | None = None) -> bool:
     """Keep a held charge, and write its ledger row when `metered` says what it consumed (web searches and file
     uses are kept without one). Idempotent: False when the charge was already settled or released."""
-    with transaction.atomic():
-        if not _close(charge, Charge.State.SETTLED):
+    with _atomic_without_savepoint():
+        if metered is None:
+            if not _close(charge, Charge.State.SETTLED):
+                return False
+            _publish_on_commit(charge)
+            return True
+        # Two statements: the ledger row, then the one conditional UPDATE that settles the charge and links the row
+        # (RETURNING the query the charge is stored with). A charge no longer held takes its row out again; a
+        # query stored otherwise than on this copy of the charge (assigned through another copy, or set null as its
+        # chat was deleted) is what the row keeps.
+        entry = ledger.record(
+            charge.user_id,
+            charge.kind,
+            chat_query_id=charge.chat_query_id,
+            model=metered.model,
+            input_tokens=metered.input_tokens,
+            output_tokens=metered.output_tokens,
+        )
+        closed_at = timezone.now()
+        settled, stored_query_id = _settle_returning_query(charge, entry, closed_at)
+        if not settled:
+            entry.delete()
             return False
-        entry = None
-        if metered is not None:
-            # As stored: the query may have been assigned through another copy of this charge.
-            charge.chat_query_id = Charge.objects.values_list("chat_query_id", flat=True).get(pk=charge.pk)
-            entry = ledger.record(
-                charge.user_id,
-                charge.kind,
-                chat_query_id=charge.chat_query_id,
-                model=metered.model,
-                input_tokens=metered.input_tokens,
-                output_tokens=metered.output_tokens,
-            )
-            Charge.objects.filter(pk=charge.pk).update(entry=entry)
-            charge.entry = entry
+        if stored_query_id != charge.chat_query_id:
+            type(entry).objects.filter(pk=entry.pk).update(chat_query_id=stored_query_id)
+            entry.chat_query_id = stored_query_id
+        charge.state, charge.closed_at, charge.chat_query_id, charge.entry = (
+            Charge.State.SETTLED,
+            closed_at,
+            stored_query_id,
+            entry,
+        )
         _publish_on_commit(charge, entry)
     return True
+
+
+def _settle_returning_query(charge: Charge, entry, closed_at) -> tuple[bool, object]:
+    """UPDATE … WHERE state='held' RETURNING chat_query_id (SQLite ≥ 3.35 and PostgreSQL): (whether it settled,
+    the query stored on the charge). The ORM's update() cannot return a column, and a SELECT would be one more
+    statement per settled turn."""
+    connection = connections[router.db_for_write(Charge)]
+    field = Charge._meta.get_field
+    quote = connection.ops.quote_name
+    sql = (
+        f"UPDATE {quote(Charge._meta.db_table)} SET {quote(field('state').column)} = %s, "
+        f"{quote(field('closed_at').column)} = %s, {quote(field('entry').column)} = %s "
+        f"WHERE {quote(field('id').column)} = %s AND {quote(field('state').column)} = %s "
+        f"RETURNING {quote(field('chat_query').column)}"
+    )
+    params = [
+        Charge.State.SETTLED,
+        connection.ops.adapt_datetimefield_value(closed_at),
+        entry.pk,
+        charge.pk,
+        Charge.State.HELD,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return False, None
+    stored = row[0]
+    return True, (None if stored is None else field("chat_query").target_field.to_python(stored))
 
 
 def do_release(charge: Charge | None) -> bool:
@@ -155,7 +217,7 @@ def do_release(charge: Charge | None) -> bool:
     settled or released, so "release whatever is left" is always safe."""
     if charge is None:
         return False
-    with transaction.atomic():
+    with _atomic_without_savepoint():
         if not _close(charge, Charge.State.RELEASED):
             return False
         quota.release(quota.Reservation(charge.period_id, charge.kind, charge.amount))
@@ -188,8 +250,9 @@ def held_charges(chat_query_id, kinds: Iterable[str] | None = None) -> list[Char
 
 def do_record_utility_call(user_id, chat_query_id, model, input_tokens: int, output_tokens: int):
     """A utility model's call around a turn (a summary, a chat name, a web search query): no quota, but the
-    provider bills its tokens, so the ledger shows them."""
-    with transaction.atomic():
+    provider bills its tokens, so the ledger shows them. Inside a caller's transaction (the chat's new name), no
+    savepoint."""
+    with _atomic_without_savepoint():
         entry = ledger.record(
             user_id,
             "utility",

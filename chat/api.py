@@ -92,7 +92,7 @@ TURN_BODY = {
                         FILES_FIELD: {
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},
-                            "description": "PDF, JPG, PNG, GIF, BMP, TIFF, plain text or Markdown; 5 MB per file, "
+                            "description": "PDF, JPG, PNG, GIF, WebP, BMP, TIFF, text or Markdown; 5 MB per file, "
                             "10 MB per request; how many per request depends on the plan (free: 1).",
                         },
                     },
@@ -266,7 +266,7 @@ def user_chats(
     tag: str | None = None,
     pinned: str | None = None,
 ):
-    return chat_list_payload(library.list_chats(request.auth, before, limit, folder, tag, pinned))
+    return prevalidated_json(chat_list_payload(library.list_chats(request.auth, before, limit, folder, tag, pinned)))
 
 
 # --- folders, tags and pins (chat/library.py); before the /{chat_id} routes, which would take "folders" for an id.
@@ -490,7 +490,7 @@ ASSISTANT_DOCUMENTS_BODY = {
                         FILES_FIELD: {
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},
-                            "description": "PDF, JPG, PNG, GIF, BMP, TIFF, plain text or Markdown, as for a turn: "
+                            "description": "PDF, JPG, PNG, GIF, WebP, BMP, TIFF, text or Markdown, as for a turn: "
                             "5 MB per file, 10 MB per request, the plan's files per request.",
                         }
                     },
@@ -561,9 +561,10 @@ def delete_assistant(request, assistant_id: str):
 
 @router.post(
     "/assistants/{assistant_id}/documents",
-    response={201: AssistantDocumentsOut, **errors(400, *AUTHENTICATED, 404, 413, 429, 503)},
-    summary="Add files to one of the caller's assistants: read once, cited by every chat started from it "
-    "(one file use each)",
+    response={202: AssistantDocumentsOut, **errors(400, *AUTHENTICATED, 404, 413, 429, 503)},
+    summary="Add files to one of the caller's assistants: read once, in the background (each document's status is "
+    "processing, then ready or failed: GET the assistant to follow it), cited by every chat started from it once "
+    "ready (one file use each)",
     openapi_extra=ASSISTANT_DOCUMENTS_BODY,
 )
 def add_assistant_documents(request, assistant_id: str):
@@ -575,7 +576,17 @@ def add_assistant_documents(request, assistant_id: str):
     assistant = assistants.get_visible_assistant(request.auth, assistant_id)
     body = _assistant_payload(assistant, request.auth)
     body["documents"] = [assistants.assistant_document_as_dict(document) for document in documents]
-    return Status(201, body)
+    return Status(202, body)
+
+
+@router.delete(
+    "/assistants/{assistant_id}/documents/{document_id}",
+    response={204: None, **errors(400, *AUTHENTICATED, 404)},
+    summary="Delete one document of the caller's assistant (its chunks too): chats started from it stop citing it",
+)
+def delete_assistant_document(request, assistant_id: str, document_id: str):
+    assistants.do_delete_document(request.auth, assistant_id, document_id)
+    return HttpResponse(status=204)
 
 
 @router.post(
@@ -612,20 +623,33 @@ async def continue_chat(request, chat_id: str):
 @router.get(
     "/{chat_id}",
     response={200: ChatDetailOut, **READ_ERRORS},
-    summary="A chat with the branch shown (each answer's sources in its metadata); ?leaf=<query id>: another branch",
+    summary="A chat with the newest turns of the branch shown (each answer's sources in its metadata), a page at a "
+    "time (?limit=1..200, default 20; older turns: ?before=<nextCursor>); ?leaf=<query id>: another branch",
 )
-def get_chat(request, chat_id: str, leaf: str | None = None):
+def get_chat(request, chat_id: str, leaf: str | None = None, before: str | None = None, limit: str | None = None):
     chat = services.get_owned_chat(request.auth, chat_id)
-    return {
-        "chat": chat.as_dict(),
-        "queries": [_query_on_branch(q) for q in services.chat_history(chat, leaf)],
-        "branches": _branch_links(chat.pk),
-        "documents": [services.document_as_dict(d) for d in services.chat_documents(chat)],
-    }
+    page = services.chat_history_page(chat, leaf, before, limit, as_rows=True)
+    return prevalidated_json(
+        {
+            "chat": chat.as_dict(),
+            "queries": [_query_on_branch(q) for q in page],
+            "nextCursor": page.next_cursor,
+            "branches": _branch_links(chat.pk),
+            "documents": [services.document_as_dict(d) for d in services.chat_documents(chat)],
+        }
+    )
+
+
+def prevalidated_json(payload: dict) -> HttpResponse:
+    """`payload` as the JSON answer, without ninja validating it against the response schema first (one pydantic
+    object per turn: most of a long chat's read). Its builders (the rows' as_dict) give the schema's shape, and
+    chat/tests/test_history_pages.py checks the answers against the schemas."""
+    return HttpResponse(json.dumps(payload, separators=(",", ":")), content_type="application/json")
 
 
 def _query_on_branch(query) -> dict:
-    return {**query.as_dict(), "siblings": query.versions.as_dict()}
+    """A query of a branch (a ChatQuery or a page's plain row: chat.branches.WalkedRow) with its siblings."""
+    return {**ChatQuery.as_dict(query), "siblings": query.versions.as_dict()}
 
 
 def _branch_links(chat_id) -> dict:

@@ -11,7 +11,8 @@ from billing import charges
 from chat import search
 from chat.models import AIModel, Chat
 from chat.providers import ProviderError, get_provider, unavailable_reason
-from chat.services import token_budget
+from chat.providers.base import Completion
+from chat.services import invalidate_public_chat, token_budget
 from core.tokens import BYTES_PER_TOKEN
 
 logger = logging.getLogger(__name__)
@@ -46,14 +47,19 @@ class BilledTo:
     chat_query_id: object
 
 
-async def _complete(model: AIModel, instruction: str, material: str, max_tokens: int, billed_to: BilledTo) -> str:
+async def _ask(model: AIModel, instruction: str, material: str, max_tokens: int) -> Completion:
+    """The utility model's answer (not yet in the ledger: the caller records its usage)."""
     provider = get_provider(model.provider)
     if provider is None:
         raise ProviderError(f"No provider is configured for {model.name}.")
     _, _, budget = token_budget(model)
     material = _clip_to_tokens(material, budget - max_tokens - 100)
     messages = [{"role": "system", "content": instruction}, {"role": "user", "content": material}]
-    completion = await provider.complete(model.full_name, messages, max_tokens=max_tokens)
+    return await provider.complete(model.full_name, messages, max_tokens=max_tokens)
+
+
+async def _complete(model: AIModel, instruction: str, material: str, max_tokens: int, billed_to: BilledTo) -> str:
+    completion = await _ask(model, instruction, material, max_tokens)
     await sync_to_async(charges.do_record_utility_call)(
         billed_to.user_id,
         billed_to.chat_query_id,
@@ -88,32 +94,40 @@ def clean_chat_name(raw: str) -> str:
     return name[:NAME_MAX_CHARS]
 
 
-async def name_chat(chat_id, prompt: str, answer: str, model_names: list[str], billed_to: BilledTo) -> str | None:
-    """Give the chat a short descriptive name; failures leave the title-based name in place."""
-    model = await utility_model(model_names)
+async def name_chat(
+    chat_id, prompt: str, answer: str, model_names: list[str], billed_to: BilledTo, model: AIModel | None = None
+) -> str | None:
+    """Give the chat a short descriptive name; failures leave the title-based name in place. `model`: the first
+    of `model_names`, when the caller has it already (the catalog is not read again)."""
+    model = model or await utility_model(model_names)
     if model is None:
         return None
     try:
-        raw = await _complete(
+        completion = await _ask(
             model,
             "Reply with a short title (at most 6 words) for a chat that starts like this. Reply with the title only.",
             f"User: {prompt}\nAssistant: {answer}",
             NAME_MAX_TOKENS,
-            billed_to,
         )
     except ProviderError as exc:
         logger.info("chat naming failed", extra={"chat_id": str(chat_id), "reason": str(exc)})
         return None
-    name = clean_chat_name(raw)
-    if name:
-        await sync_to_async(_save_name)(chat_id, name)
+    name = clean_chat_name(completion.text.strip())
+    await sync_to_async(_save_name)(chat_id, name, billed_to, model, completion.usage)
     return name or None
 
 
-def _save_name(chat_id, name: str) -> None:
-    with transaction.atomic():  # the name is searchable (chat/search.py) from the moment it is saved
-        Chat.objects.filter(pk=chat_id).update(name=name)
-        search.index_chats([chat_id])
+def _save_name(chat_id, name: str, billed_to: BilledTo, model: AIModel, usage) -> None:
+    """The naming call's ledger row and the name (when there is one), in one transaction and one hop to the sync
+    thread. The name is searchable (chat/search.py) from the moment it is saved."""
+    with transaction.atomic():
+        charges.do_record_utility_call(
+            billed_to.user_id, billed_to.chat_query_id, model, usage.input_tokens, usage.output_tokens
+        )
+        if name:
+            Chat.objects.filter(pk=chat_id).update(name=name)
+            search.index_chats([chat_id])
+            invalidate_public_chat(chat_id)  # the public page shows the name once it commits
 
 
 async def write_search_query(model: AIModel, conversation: str, billed_to: BilledTo) -> str:

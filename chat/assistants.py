@@ -3,14 +3,27 @@ documents every chat started from it can cite.
 
 An assistant's documents are ingested once into its rag Collection (charged one file use each, through
 billing.charges) and searched by every chat started from it (chat/grounding.py with services.usable_collection_ids),
-never copied into the chats. Its owner edits it; staff publish it to everyone (chat/admin.py); a published
+never copied into the chats. They are read in the background (a large scanned PDF takes minutes of OCR, longer than
+a request may last): the upload checks and charges the files and claims their documents (status `processing`);
+a reader thread reads them (`ready` or `failed`, saying why), and chats cite only those that are ready. A document
+can be deleted on its own (its chunks go with it), whatever its status.
+
+Its owner edits it; staff publish it to everyone (chat/admin.py); a published
 assistant can be seen and started by anyone, and changed by its owner only. `check_*` validates and raises, `do_*`
 mutates."""
 
+import copy
+import logging
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
 
-from django.db import transaction
+from django.conf import settings
+from django.db import connections, transaction
 from django.db.models import Case, IntegerField, Q, Value, When
+from django.utils import timezone
 
 from billing import charges
 from chat import search
@@ -19,12 +32,16 @@ from chat.models import AIModel, Assistant, Chat
 from chat.services import ChatError, check_encodable, parse_bool, usable_collection_ids
 from rag.files import check_uploads
 from rag.models import Collection, Document
-from rag.service import documents_for_collection, ingest
-from rag.types import FileRejected
+from rag.service import DocumentGone, claim, documents_for_collection, process_claimed
+from rag.types import FileRejected, Upload
+
+logger = logging.getLogger(__name__)
 
 NAME_CHARS = 100
 SYSTEM_PROMPT_CHARS = 20_000
 MAX_DOCUMENTS = 20  # per assistant: every chat started from it searches them all
+# Reader threads per process: OCR and embedding are CPU-bound, and each OCR already uses RAG_OCR_WORKERS processes.
+READER_THREADS = 1
 
 
 class AssistantNotFound(ChatError):
@@ -136,7 +153,15 @@ def do_delete_assistant(user, assistant_id) -> None:
 
 
 def assistant_documents(assistant: Assistant) -> list[Document]:
-    return documents_for_collection(assistant.collection_id) if assistant.collection_id else []
+    """Its documents, oldest first. One left `processing` by a reader that stopped (the server restarted) is shown
+    as failed: it will not become ready on its own, and uploading it again retries it."""
+    documents = documents_for_collection(assistant.collection_id) if assistant.collection_id else []
+    abandoned = timezone.now() - timedelta(seconds=settings.RAG_INGEST_STALE_SECONDS)
+    for document in documents:
+        if document.status == Document.Status.PROCESSING and document.updated_at < abandoned:
+            document.status = Document.Status.FAILED
+            document.error = f'Reading "{document.name}" stopped before it finished. Upload it again to retry.'
+    return documents
 
 
 def _collection_of(assistant: Assistant) -> Collection:
@@ -149,15 +174,25 @@ def _collection_of(assistant: Assistant) -> Collection:
     return locked.collection
 
 
+@dataclass(frozen=True)
+class PendingDocument:
+    """A document claimed by an upload, to be read: its file, and the file use it holds (None: not charged)."""
+
+    document: Document
+    upload: Upload
+    charge: charges.Charge | None = None
+
+
 def do_add_documents(
-    user, assistant_id, files: list[tuple[str, bytes]], progress: Callable[[str], None] | None = None
+    user, assistant_id, files: list[tuple[str, bytes]], read: Callable[[list[PendingDocument]], None] | None = None
 ) -> list[Document]:
-    """Read the files into the assistant's collection, once: each new file takes one file use from the owner's
-    quota (kept once it is read, given back when it could not be), a file the assistant has already takes none.
+    """Take the files into the assistant's collection, once, and have them read (`read`: in the background by
+    default; read_documents reads them now). Each new file takes one file use from the owner's quota (kept once it
+    is read, given back when it could not be); a file the assistant has already, or is reading, takes none.
 
     Every file is checked before any is charged (the plan's files per request and sizes, as for a turn); a file
-    that turns out unreadable is kept as a failed document saying why, and the others go on. Returns the documents
-    of these files, in order."""
+    that turns out unreadable becomes a failed document saying why, and the others go on. Returns the documents
+    of these files, in order, as they are now (`processing` until read)."""
     assistant = get_owned_assistant(user, assistant_id)
     if not files:
         raise ChatError("Choose at least one file to add.", code="no_files")
@@ -167,12 +202,14 @@ def do_add_documents(
         raise ChatError(exc.message, code=exc.code, status=exc.status) from None
     uploads = list({upload.sha256: upload for upload in reversed(uploads)}.values())[::-1]  # a file twice: once
     collection = _collection_of(assistant)
+    hashes = [upload.sha256 for upload in uploads]
+    fresh = timezone.now() - timedelta(seconds=settings.RAG_INGEST_STALE_SECONDS)
     known = set(
-        Document.objects.filter(
-            collection=collection, sha256__in=[u.sha256 for u in uploads], status=Document.Status.READY
-        ).values_list("sha256", flat=True)
+        Document.objects.filter(collection=collection, sha256__in=hashes)
+        .filter(Q(status=Document.Status.READY) | Q(status=Document.Status.PROCESSING, updated_at__gte=fresh))
+        .values_list("sha256", flat=True)
     )
-    stored = Document.objects.filter(collection=collection).exclude(sha256__in=[u.sha256 for u in uploads]).count()
+    stored = Document.objects.filter(collection=collection).exclude(sha256__in=hashes).count()
     if stored + len(uploads) > MAX_DOCUMENTS:
         raise ChatError(
             f"An assistant holds at most {MAX_DOCUMENTS} documents; this one has {stored}.", code="too_many_documents"
@@ -183,23 +220,85 @@ def do_add_documents(
     except charges.QuotaExceeded as exc:
         raise ChatError(str(exc), code="quota_exceeded", status=429) from None
     charge_of = dict(zip((upload.sha256 for upload in new), held, strict=True))
-    documents = []
+    documents, pending = [], []
     try:
         for upload in uploads:
+            document, owned = claim(collection, upload)
             charge = charge_of.pop(upload.sha256, None)
-            try:
-                documents.append(ingest(collection, upload, progress))
-            except FileRejected as exc:
+            if owned:  # a copy: what this request answers is the document as claimed, not as the reader goes on
+                pending.append(PendingDocument(copy.copy(document), upload, charge))
+            else:  # ready, or being read for another upload since we looked: no new use of the quota
                 charges.do_release(charge)
-                if exc.status >= 500:  # the embedder is down: nothing is wrong with the file, say so
-                    raise ChatError(exc.message, code=exc.code, status=exc.status) from None
-                documents.append(Document.objects.get(collection=collection, sha256=upload.sha256))
-                continue
-            if charge is not None:
-                charges.do_settle(charge)
-    finally:
-        charges.do_release_all(charge_of.values())  # the files never reached (an error stopped the loop)
+            documents.append(document)
+    except BaseException:
+        charges.do_release_all([*charge_of.values(), *(item.charge for item in pending)])
+        for item in pending:  # claimed but never to be read: failed, so the next upload retries at once
+            Document.objects.filter(pk=item.document.pk).update(
+                status=Document.Status.FAILED, error=f'Reading "{item.upload.name}" did not start. Upload it again.'
+            )
+        raise
+    if pending:
+        (read or read_in_background)(pending)
     return documents
+
+
+_readers: ThreadPoolExecutor | None = None
+_readers_lock = threading.Lock()
+
+
+def read_in_background(pending: list[PendingDocument]) -> None:
+    """Read the documents in a reader thread, once the upload's transaction (if any) has committed: the reader
+    must see their rows."""
+
+    def start():
+        global _readers
+        with _readers_lock:
+            if _readers is None:
+                _readers = ThreadPoolExecutor(max_workers=READER_THREADS, thread_name_prefix="assistant-reader")
+            _readers.submit(read_documents, pending)
+
+    transaction.on_commit(start)
+
+
+def read_documents(pending: list[PendingDocument]) -> None:
+    """Read each claimed document (extract, OCR, chunk, embed): ready, or failed saying why. Its file use is kept
+    once it is read, and given back when it could not be or the document was deleted meanwhile. Never raises."""
+    try:
+        for item in pending:
+            try:
+                process_claimed(item.document, item.upload)
+            except (DocumentGone, FileRejected):  # deleted; or failed, the document says why
+                charges.do_release(item.charge)
+            except Exception:
+                logger.exception("reading an assistant's document failed", extra={"document": item.document.pk})
+                charges.do_release(item.charge)
+            else:
+                if item.charge is not None:
+                    charges.do_settle(item.charge)
+    finally:
+        # The documents never reached (the process is stopping) give their file uses back.
+        charges.do_release_all(item.charge for item in pending)
+        if threading.current_thread() is not threading.main_thread():
+            connections.close_all()  # a reader thread's own connections: no request cycle closes them
+
+
+@transaction.atomic
+def do_delete_document(user, assistant_id, document_id) -> None:
+    """Delete one of the assistant's documents, its chunks and its stored file (unless another document of the
+    owner's uses the same file): chats started from the assistant stop citing it at once. One still being read is
+    deleted too; its reader stores nothing and gives its file use back."""
+    assistant = get_owned_assistant(user, assistant_id, for_update=True)
+    try:
+        pk = int(str(document_id))
+    except (TypeError, ValueError):
+        pk = 0
+    deleted, _ = (
+        Document.objects.filter(pk=pk, collection_id=assistant.collection_id).delete()
+        if assistant.collection_id and 0 < pk < 2**63
+        else (0, None)
+    )
+    if not deleted:
+        raise ChatError("Document not found.", code="not_found", status=404)
 
 
 def do_start_chat(user, assistant_id) -> Chat:

@@ -7,11 +7,12 @@ the same number of queries whatever its length; selecting a version is one UPDAT
 
 import uuid
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from django.db import connection
 from django.db.models import Case, Q, Value, When
 
-from chat.models import ChatQuery
+from chat.models import Chat, ChatQuery
 from core.tokens import MESSAGE_OVERHEAD_TOKENS
 
 # Enough to walk the tree (history and selection), without the answers' text.
@@ -97,6 +98,22 @@ class Tree:
         return branch
 
 
+@dataclass(frozen=True)
+class Shape:
+    """A query's place in its tree without its text (what Tree reads): for rows not written yet (an import)."""
+
+    pk: object
+    parent_id: object
+    selected: bool
+    created_at: object
+
+
+def leaf_of(shapes) -> object | None:
+    """The id of the last query of the branch these shapes choose (None for none): what Chat.branch_leaf holds."""
+    branch = Tree(shapes).selected_branch()
+    return branch[-1].pk if branch else None
+
+
 def chat_tree(chat_id, fields=None) -> Tree:
     """The chat's queries as a tree, in one SQL query (`fields`: only those columns, for walking)."""
     queries = ChatQuery.objects.filter(chat_id=chat_id)
@@ -152,12 +169,22 @@ class HistoryWalk:
 SHAPE_COLUMNS = (*SHAPE_FIELDS, "prompt_tokens", "response_tokens")
 
 
+class WalkedRow(SimpleNamespace):
+    """A walked query's columns as plain values, by attribute name (`pk` too), without a model instance: building
+    ChatQuery objects cost several times the SQL of a turn's history (bench/README.md)."""
+
+
+# What a turn's history reads of each turn (chat/pipeline.py _read_history).
+HISTORY_COLUMNS = (*SHAPE_COLUMNS, "prompt", "response")
+
+
 def history_walk(
-    parent_id, room: int, summary_until=None, max_turns: int = MAX_WALK_TURNS, columns=None
+    parent_id, room: int, summary_until=None, max_turns: int = MAX_WALK_TURNS, columns=None, as_rows: bool = False
 ) -> HistoryWalk:
     """The branch above a new query, from `parent_id` up, in one SQL query (a recursive CTE over parent links)
     whose reads stop once the turns read cost more than `room` tokens, or at the turn created at `summary_until`:
-    what a turn's history costs is bounded by its window, never by the chat's length."""
+    what a turn's history costs is bounded by its window, never by the chat's length. `columns`: only those (by
+    attribute name); `as_rows`: the turns as WalkedRow values instead of ChatQuery objects."""
     table = ChatQuery._meta.db_table
     field = ChatQuery._meta.get_field
     stop_at_summary = "AND w.created_at <> %s" if summary_until is not None else ""
@@ -177,7 +204,7 @@ def history_walk(
     params = [field("id").get_db_prep_value(parent_id, connection), room, max_turns]
     if summary_until is not None:
         params.append(field("created_at").get_db_prep_value(summary_until, connection))
-    turns = tuple(ChatQuery.objects.raw(sql, params))
+    turns = _walked_rows(sql, params, fields) if as_rows else tuple(ChatQuery.objects.raw(sql, params))
     oldest = turns[0] if turns else None
     return HistoryWalk(
         turns,
@@ -186,11 +213,34 @@ def history_walk(
     )
 
 
+def _walked_rows(sql: str, params: list, fields: list) -> tuple[WalkedRow, ...]:
+    """The walk's rows converted as the ORM would (the backend's converters, then the field's own: UUIDs, aware
+    datetimes, JSON), each a WalkedRow."""
+    table = ChatQuery._meta.db_table
+    converters = []
+    for field in fields:
+        column = field.get_col(table)
+        converts = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        converters.append((field.attname, column, converts))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    walked = []
+    for row in rows:
+        values = {}
+        for value, (name, column, converts) in zip(row, converters, strict=False):  # the last column: walk_depth
+            for convert in converts:
+                value = convert(value, column, connection)
+            values[name] = value
+        walked.append(WalkedRow(pk=values.get("id"), **values))
+    return tuple(walked)
+
+
 def path_shape(query_id, summary_until=None, max_turns: int = MAX_WALK_TURNS) -> HistoryWalk:
     """The turns from `query_id` up to the turn created at `summary_until` (or to the first turn), oldest first,
-    without their text (ids, parents, creation times, token counts), in one query: for the turn whose history did
-    not fit its window, to learn whether the summary applies and which turns it would have to cover."""
-    return history_walk(query_id, MAX_WALK_ROOM, summary_until, max_turns, columns=SHAPE_COLUMNS)
+    without their text (ids, parents, creation times, token counts; WalkedRow values), in one query: for the turn
+    whose history did not fit its window, to learn whether the summary applies and which turns it would cover."""
+    return history_walk(query_id, MAX_WALK_ROOM, summary_until, max_turns, columns=SHAPE_COLUMNS, as_rows=True)
 
 
 def selected_path_ids(chat_id, max_turns: int = MAX_WALK_TURNS) -> list[uuid.UUID]:
@@ -212,7 +262,81 @@ def selected_path_ids(chat_id, max_turns: int = MAX_WALK_TURNS) -> list[uuid.UUI
     with connection.cursor() as cursor:
         cursor.execute(sql, [chat_field.get_db_prep_value(chat_id, connection), max_turns])
         rows = cursor.fetchall()
-    return [value if isinstance(value, uuid.UUID) else uuid.UUID(value) for (value,) in rows]
+    return [_as_uuid(value) for (value,) in rows]
+
+
+def shown_leaf_id(chat_id, max_turns: int = MAX_WALK_TURNS) -> uuid.UUID | None:
+    """The last query of the branch shown (what a new prompt follows; None for an empty chat), in one query that
+    does not grow with the chat: it starts from the leaf stored on the chat (Chat.branch_leaf, kept by every path
+    that adds or selects a version) and goes down the chosen child of each turn below it, which is no step at all
+    unless turns were added below it by other means (a test's or a seed's rows). With no stored leaf, or one no
+    longer in the chat, it starts from the chosen first turn: the whole walk (selected_path_ids), once."""
+    table = ChatQuery._meta.db_table
+    chat_table = Chat._meta.db_table
+    chosen = "ORDER BY c.selected DESC, c.created_at DESC, c.id DESC LIMIT 1"
+    sql = f"""
+        WITH RECURSIVE d (id, depth) AS (
+            SELECT COALESCE(
+                (SELECT q.id FROM {table} q JOIN {chat_table} ch ON ch.branch_leaf = q.id
+                 WHERE ch.id = %s AND q.chat_id = ch.id),
+                (SELECT c.id FROM {table} c WHERE c.chat_id = %s AND c.parent_id IS NULL {chosen})
+            ), 1
+            UNION ALL
+            SELECT (SELECT c.id FROM {table} c WHERE c.parent_id = d.id {chosen}), d.depth + 1
+            FROM d WHERE d.id IS NOT NULL AND d.depth < %s
+        )
+        SELECT id FROM d WHERE id IS NOT NULL ORDER BY depth DESC LIMIT 1
+    """
+    chat_value = ChatQuery._meta.get_field("chat").get_db_prep_value(chat_id, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [chat_value, chat_value, max_turns])
+        row = cursor.fetchone()
+    return _as_uuid(row[0]) if row is not None else None
+
+
+def annotate_versions(chat_id, turns: list[ChatQuery]) -> list[ChatQuery]:
+    """Set `versions` on each of `turns` (Tree.versions_of's answer) from their siblings' ids only, in one query:
+    what a page of a chat's history needs, whatever the chat's length. (Plain SQL: the ORM's query building cost
+    more than the query.)"""
+    if not turns:
+        return turns
+    table = ChatQuery._meta.db_table
+    id_field, chat_field = ChatQuery._meta.pk, ChatQuery._meta.get_field("chat")
+    parents = list({turn.parent_id for turn in turns} - {None})
+    forks = [f"c.parent_id IN ({', '.join(['%s'] * len(parents))})"] if parents else []
+    if any(turn.parent_id is None for turn in turns):
+        forks.append("c.parent_id IS NULL")
+    sql = f"SELECT c.id, c.parent_id FROM {table} c WHERE c.chat_id = %s AND ({' OR '.join(forks)}) "
+    sql += "ORDER BY c.created_at, c.id"
+    params = [chat_field.get_db_prep_value(chat_id, connection)]
+    params += [id_field.get_db_prep_value(parent, connection) for parent in parents]
+    siblings: dict = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for query_id, parent_id in cursor.fetchall():
+            siblings.setdefault(_as_uuid(parent_id), []).append(str(_as_uuid(query_id)))
+    for turn in turns:
+        ids = tuple(siblings.get(turn.parent_id) or [str(turn.pk)])
+        turn.versions = Versions(ids, ids.index(str(turn.pk)) if str(turn.pk) in ids else 0)
+    return turns
+
+
+def _as_uuid(value) -> uuid.UUID | None:
+    return value if value is None or isinstance(value, uuid.UUID) else uuid.UUID(value)
+
+
+def store_shown_leaf(chat_id, leaf_id) -> None:
+    """Record the last query of the branch shown on the chat (its activity time is left alone)."""
+    Chat.objects.filter(pk=chat_id).update(branch_leaf=leaf_id)
+
+
+def refresh_shown_leaf(chat_id) -> uuid.UUID | None:
+    """Store the leaf of the branch the `selected` flags choose, walked from the first turn (not from the stored
+    leaf): for rows whose flags were written by other means than this module (a migration, a test's rows)."""
+    path = selected_path_ids(chat_id)
+    leaf = path[-1] if path else None
+    store_shown_leaf(chat_id, leaf)
+    return leaf
 
 
 def ancestor_ids(query_id) -> list[uuid.UUID]:

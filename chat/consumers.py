@@ -7,6 +7,7 @@ import logging
 from dataclasses import replace
 
 from asgiref.sync import sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from chat import events
@@ -47,6 +48,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # the layer (a Redis one in production) for as long as it is open.
     channel_layer_alias = None
 
+    async def __call__(self, scope, receive, send):
+        # channels' own loop (await_many_dispatch) is made to read the socket and a channel layer at once: it wraps
+        # each receive() in a task and waits on it with asyncio.wait, a task and its wait machinery held by every
+        # open socket and made again for every frame. With the socket the only source, plain awaits do the same.
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+
     async def dispatch(self, message):
         # channels closes stale database connections in a thread before every message. connect and disconnect touch
         # no database here, so they skip that trip; receive (a turn, a follow, a stop) still makes it.
@@ -55,6 +69,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await handler(message)
             return
         await super().dispatch(message)
+
+    async def websocket_disconnect(self, message):
+        # channels' own makes that thread trip again after disconnect() (aclose_old_connections): every closing
+        # socket would queue behind the turns on the one shared sync thread, for nothing, as disconnect() touches no
+        # database. No channel layer, so no groups to leave either.
+        await self.disconnect(message["code"])
+        raise StopConsumer()
 
     async def connect(self):
         self.user = self.scope.get("user")

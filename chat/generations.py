@@ -10,6 +10,7 @@ import contextvars
 import datetime as dt
 import logging
 import uuid
+from array import array
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
@@ -26,7 +27,6 @@ from chat.services import (
     PreparedTurn,
     TurnRequest,
     check_turn,
-    do_release_turn,
     do_reserve_turn,
     do_start_turn,
     parse_turn_request,
@@ -47,54 +47,114 @@ class Generation:
     def __init__(self, query_id: uuid.UUID, chat_id: uuid.UUID | None = None):
         self.query_id = query_id
         self.chat_id = chat_id  # what a closing socket waits for before deleting its temporary chats
-        self.events: list[dict] = []
+        # The event log, an event's seq being its position + 1. Kept compact, for it is held for every running turn
+        # (and FINISHED_RETENTION_SECONDS after): a content event is its text alone (the very str the answer's
+        # writer holds), any other event its dict with its seq; `_event` rebuilds the dict a follower gets. Once the
+        # turn ends the texts are joined into one string (`_compact`).
+        self._log: list[str | dict] = []
+        self._text = ""  # finished: every content event's text, in order
+        self._ends: array | None = None  # finished: where each event's text ends in `_text` (others: no text)
         self.finished = False
         self.stop_requested = asyncio.Event()
         # Set once other instances can see the generation (heartbeat in Redis), or at once without Redis: only then
         # may a client be told the query id, or a follower elsewhere would take it for an orphan.
         self.announced = asyncio.Event()
-        self._changed = asyncio.Condition()
+        # Followers waiting for the next event: one future each, resolved (and the list emptied) at each publish.
+        self._waiters: list[asyncio.Future] = []
         self.task: asyncio.Task | None = None
         self.shared = shared_log.enabled()
         self._shared_failed = False
 
+    def __len__(self) -> int:
+        """How many events have been published (the seq of the last one)."""
+        return len(self._log)
+
+    def _event(self, position: int) -> dict:
+        entry = self._log[position]
+        if entry.__class__ is dict:
+            return entry
+        if self._ends is not None:
+            entry = self._text[self._ends[position - 1] if position else 0 : self._ends[position]]
+        return {"type": "content", "content": entry, "seq": position + 1}
+
+    @property
+    def events(self) -> list[dict]:
+        """Every event published so far, each as followers get it."""
+        return [self._event(position) for position in range(len(self._log))]
+
+    def _wake_followers(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
     async def _publish(self, event: dict) -> None:
-        event = {**event, "seq": len(self.events) + 1}
-        self.events.append(event)
+        seq = len(self._log) + 1
+        if event.get("type") == "content" and len(event) == 2 and event["content"].__class__ is str:
+            self._log.append(event["content"])
+        else:
+            self._log.append({**event, "seq": seq})
         if self.shared and not self._shared_failed:
             try:
-                await shared_log.append(self.query_id, event)
+                await shared_log.append(self.query_id, self._event(seq - 1))
             except (RedisError, OSError):
                 # Followers on this instance still get everything; others see the answer once it is saved.
                 self._shared_failed = True
                 logger.exception("cannot publish generation events to Redis", extra={"query_id": str(self.query_id)})
-        async with self._changed:
-            self._changed.notify_all()
+        self._wake_followers()
 
     async def _finish(self) -> None:
         self.finished = True
-        async with self._changed:
-            self._changed.notify_all()
+        self._compact()
+        self._wake_followers()
+
+    def _compact(self) -> None:
+        """The finished log, as kept for late followers: the texts of the content events joined into one string
+        with an array of where each event's text ends (4 bytes an event instead of a str object each); the other
+        events stay as they were. Followers rebuild exactly the same events from it."""
+        ends, length, texts = array("I"), 0, []
+        for position, entry in enumerate(self._log):
+            if entry.__class__ is not dict:
+                texts.append(entry)
+                length += len(entry)
+                self._log[position] = None  # no text: `_event` slices `_text`
+            ends.append(length)
+        self._text, self._ends = "".join(texts), ends
+
+    async def _next_change(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter in self._waiters:  # the follower went away: do not keep its future until the next event
+                self._waiters.remove(waiter)
+            raise
 
     async def events_after(self, seq: int = 0) -> AsyncIterator[dict]:
-        async for batch in self.batches_after(seq):
-            for event in batch:
-                yield event
+        position = seq
+        while True:
+            while position < len(self._log):
+                position += 1
+                yield self._event(position - 1)
+            if self.finished:
+                return
+            await self._next_change()
 
     async def batches_after(self, seq: int = 0) -> AsyncIterator[list[dict]]:
         """The events after `seq`, in order, as lists of whatever had been published when the follower looked: a
         stream framed by the batch (SSE) writes a burst of tokens to its socket once instead of once per token."""
         position = seq
         while True:
-            if position < len(self.events):
-                batch = self.events[position:]
-                position += len(batch)
+            if position < len(self._log):
+                end = len(self._log)
+                batch = [self._event(index) for index in range(position, end)]
+                position = end
                 yield batch
                 continue
             if self.finished:
                 return
-            async with self._changed:
-                await self._changed.wait_for(lambda seen=position: seen < len(self.events) or self.finished)
+            await self._next_change()
 
     async def _heartbeat(self) -> None:
         while True:
@@ -253,7 +313,7 @@ def _settle_orphan_row(query_id, **fields) -> int:
     with transaction.atomic():
         settled = ChatQuery.objects.filter(pk=query_id, status=ChatQuery.Status.STREAMING).update(**fields)
         if settled:
-            search.index_queries([query_id])
+            search.index_answer(query_id, fields["response"])
     return settled
 
 
@@ -437,10 +497,11 @@ def _prepare_and_save(user, payload, chat_id, files=()):
     # Bad input (bad files included) is refused before the quota is touched; the quota is charged before any work.
     request = payload if isinstance(payload, TurnRequest) else parse_turn_request(payload, chat_id)
     turn = check_turn(user, request, files)
-    charge, turn = do_reserve_turn(user, turn)
-    try:
-        query = do_start_turn(user, turn, charge)
-    except BaseException:
-        do_release_turn(charge, turn)
-        raise
+    # One transaction: the quota's charges (reserved naming the query about to be created, so none is updated
+    # afterwards) and the chat and query rows commit together, or none of them does (a refusal or failure leaves
+    # the quota as it was).
+    query_id = uuid.uuid4()
+    with transaction.atomic():
+        charge, turn = do_reserve_turn(user, turn, chat_query_id=query_id)
+        query = do_start_turn(user, turn, charge, query_id=query_id)
     return query, turn, charge  # query.chat is already loaded: do_start_turn created the query with it

@@ -23,7 +23,7 @@ from chat.websearch import WebResult
 from core.tokens import estimate_message_tokens
 from rag.models import Document
 from rag.retrieval import retrieve
-from rag.service import chat_has_documents, ingest
+from rag.service import chat_has_documents, documents_being_read, ingest
 from rag.types import FileRejected, Hit
 
 logger = logging.getLogger("querynox.turn")
@@ -276,6 +276,13 @@ async def search_the_files(query: ChatQuery, room: int) -> AsyncIterator[dict | 
     could be searched."""
     # The chat row is loaded with the query: a chat without an assistant costs no query to find its collections.
     collection_ids = await sync_to_async(usable_collection_ids)(query.chat_id) if query.chat.assistant_id else []
+    being_read = await sync_to_async(documents_being_read)(collection_ids) if collection_ids else []
+    if being_read:  # an assistant's upload is read in the background (chat/assistants.py): cite what is ready
+        names = ", ".join(being_read)
+        yield events.status(
+            f"{names} {'is' if len(being_read) == 1 else 'are'} still being read; answering from the documents "
+            "that are ready."
+        )
     if not await sync_to_async(chat_has_documents)(query.chat_id, collection_ids):
         return
     yield events.status("Searching your files…")

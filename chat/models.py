@@ -145,6 +145,10 @@ class Chat(models.Model):
     pinned_at = models.DateTimeField(null=True, blank=True)
     summary = models.TextField(blank=True, help_text="A summary of the turns up to summary_until")
     summary_until = models.DateTimeField(null=True, blank=True)
+    # The last query of the branch shown (chat/branches.py shown_leaf_id), kept by every path that adds or selects
+    # a version, so that a new prompt and the history page find the branch without walking the chat from its first
+    # turn. A plain id, not a foreign key: a stale or missing one only sends the reader back to that walk.
+    branch_leaf = models.UUIDField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -186,8 +190,10 @@ class Chat(models.Model):
 
     @property
     def tag_names(self) -> list[str]:
-        """The chat's tags, sorted; lists prefetch them (chat/services.py chat_page), a single chat reads them."""
-        return sorted(tag.name for tag in self.tags.all())
+        """The chat's tags, sorted: as a list page read them (chat/services.py chat_page, one query for the page's
+        names, without a related manager per chat), as prefetched, or else read now."""
+        names = self.__dict__.get("listed_tag_names")
+        return names if names is not None else sorted(tag.name for tag in self.tags.all())
 
 
 class ChatQuery(models.Model):

@@ -328,7 +328,7 @@ def _image_input(value, param: str, model: AIModel, role: str, number: int) -> I
         raise OpenAIError(exc.status, message, code=exc.code, param=param) from None
     if upload.kind != "image":
         raise _invalid(
-            "The data URL does not hold an image (JPEG, PNG, GIF, BMP or TIFF), whatever its type says.",
+            "The data URL does not hold an image (JPEG, PNG, GIF, WebP, BMP or TIFF), whatever its type says.",
             param,
             code="invalid_image",
         )

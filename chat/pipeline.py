@@ -7,21 +7,22 @@ its fallback chain, the answer persisted as it grows, the charge settled (billin
 
 import asyncio
 import contextvars
+import copy
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 
 from billing import charges
 from billing.charges import Charge
 from chat import events, search
 from chat.assist import BilledTo, name_chat, summarise, utility_model
-from chat.branches import MAX_WALK_ROOM, history_walk, path_shape
+from chat.branches import HISTORY_COLUMNS, MAX_WALK_ROOM, history_walk, path_shape
 from chat.grounding import (
     FileHits,
     Grounding,
@@ -36,7 +37,7 @@ from chat.models import AIModel, Chat, ChatQuery
 from chat.providers import ProviderError, get_provider, unavailable_reason
 from chat.providers.base import Delta, Usage, Waiting
 from chat.providers.content import text_only, text_part
-from chat.services import PreparedTurn, public_chat_cache_key, token_budget
+from chat.services import PreparedTurn, invalidate_public_chat, token_budget
 from chat.vision import prepare_image
 from core import metrics
 from core.tokens import estimate_message_tokens, estimate_tokens, fit_history
@@ -45,10 +46,14 @@ logger = logging.getLogger("querynox.turn")
 
 
 class ResponseWriter:
-    """Saves the answer as it grows, at most every RESPONSE_FLUSH_SECONDS, so a crash loses at most that much."""
+    """Saves the answer as it grows, at most every RESPONSE_FLUSH_SECONDS, so a crash loses at most that much.
 
-    def __init__(self, query_id):
-        self.query_id = query_id
+    `query` is the row as the turn created it (its metadata kept up to date by the pipeline: the sources), so the
+    final state is written without reading the row back."""
+
+    def __init__(self, query: ChatQuery):
+        self.query = query
+        self.query_id = query.id
         self.parts: list[str] = []
         self._saved_length = 0
         self._last_flush = time.monotonic()
@@ -72,10 +77,18 @@ class ResponseWriter:
             self._saved_length = len(text)
 
     async def finish(
-        self, status: str, error: str = "", usage: Usage | None = None, answered_by=None, failures=(), images=()
+        self,
+        status: str,
+        error: str = "",
+        usage: Usage | None = None,
+        answered_by=None,
+        failures=(),
+        images=(),
+        settle: Callable[[], object] | None = None,
     ) -> dict:
-        """Write the final state once; a query that already left `streaming` is never overwritten."""
-        query = await ChatQuery.objects.aget(pk=self.query_id)
+        """Write the final state once; a query that already left `streaming` is never overwritten. `settle` (the
+        turn's charge) runs in the same transaction, in the same hop to the sync thread."""
+        query = copy.copy(self.query)
         metadata = dict(query.metadata)
         changes = {}
         if usage is not None:
@@ -97,7 +110,7 @@ class ResponseWriter:
             error=error,
             metadata=metadata,
         )
-        if await sync_to_async(_write_final)(self.query_id, **changes):
+        if await sync_to_async(_write_final)(self.query_id, query.chat_id, changes, settle):
             # What was just written, without reading the row back (an UPDATE leaves updated_at as it was).
             for name, value in changes.items():
                 setattr(query, name, value)
@@ -106,40 +119,63 @@ class ResponseWriter:
         return query.as_dict()
 
 
-def _write_final(query_id, **fields) -> bool:
-    """The answer's final state and its search index, in one transaction: the answer is indexed once, when it ends
-    (complete, stopped or failed, with what was written), never at each flush while it grows. False when the query
-    had already left `streaming` (nothing written)."""
+def _write_final(query_id, chat_id, fields: dict, settle: Callable[[], object] | None = None) -> bool:
+    """The answer's final state, its search index and the turn's charge settled (`settle`), in one transaction:
+    the answer is indexed once, when it ends (complete, stopped or failed, with what was written), never at each
+    flush while it grows. The public page's cached copy goes once it commits. False when the query had already
+    left `streaming` (nothing written; the charge is still settled, or found settled: settling is idempotent)."""
     with transaction.atomic():
-        if ChatQuery.objects.filter(pk=query_id, status=ChatQuery.Status.STREAMING).update(**fields):
-            search.index_queries([query_id])
-            return True
-    return False
+        written = bool(ChatQuery.objects.filter(pk=query_id, status=ChatQuery.Status.STREAMING).update(**fields))
+        if written:
+            search.index_answer(query_id, fields["response"])  # one UPDATE: the prompt's words are in
+        if settle is not None:
+            settle()
+        invalidate_public_chat(chat_id)
+    return written
+
+
+_ITEM, _FAILED, _ENDED, _STOPPED = range(4)
 
 
 async def until_stopped(items: AsyncIterator, stop: asyncio.Event) -> AsyncIterator:
     """Yield from `items` until it ends or `stop` is set; on stop (or cancellation), close it and the provider
-    stream behind it."""
-    stop_waiter = asyncio.ensure_future(stop.wait())
-    next_item = None
+    stream behind it.
+
+    A task of its own reads `items` into a queue, and the stop is watched once per stream: what arrived together
+    (one network read of several chunks) is yielded without a suspension per item, so a follower wakes once and
+    writes it as one batch (Generation.batches_after), where racing each item against the stop cost a task and a
+    wake-up per chunk."""
+    queue: asyncio.Queue = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    async def read() -> None:
+        try:
+            async for item in items:
+                queue.put_nowait((_ITEM, item))
+        except Exception as exc:  # raised where the items are consumed, as if read there
+            queue.put_nowait((_FAILED, exc))
+        else:
+            queue.put_nowait((_ENDED, None))
+
+    reader = loop.create_task(read(), name="provider-stream")
+    watcher = loop.create_task(stop.wait(), name="provider-stream-stop")
+    watcher.add_done_callback(lambda _: queue.put_nowait((_STOPPED, None)))
     try:
         while not stop.is_set():
-            next_item = asyncio.ensure_future(anext(items))
-            await asyncio.wait({next_item, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
-            if not next_item.done():
+            kind, value = await queue.get()
+            if kind == _FAILED:
+                raise value
+            if kind != _ITEM or stop.is_set():
                 return
-            try:
-                yield next_item.result()
-            except StopAsyncIteration:
-                return
+            yield value
     finally:
-        stop_waiter.cancel()
-        if next_item is not None and not next_item.done():
-            # The stream is mid-step; it cannot be closed until that step is cancelled.
-            next_item.cancel()
+        watcher.cancel()
+        if not reader.done():
+            # Mid-read: cancelling the read closes the stream it was in (its finally blocks run).
+            reader.cancel()
             try:
-                await next_item
-            except (asyncio.CancelledError, StopAsyncIteration):
+                await reader
+            except asyncio.CancelledError:
                 pass
         await items.aclose()
 
@@ -176,7 +212,9 @@ async def load_history(query: ChatQuery, summary_until=None, room: int | None = 
 
 
 def _read_history(query: ChatQuery, summary_until, room: int | None) -> LoadedHistory:
-    walk = history_walk(query.parent_id, MAX_WALK_ROOM if room is None else max(room, 0), summary_until)
+    room = MAX_WALK_ROOM if room is None else max(room, 0)
+    # Plain rows of the columns it reads: model instances for a window's worth of turns cost more than the SQL.
+    walk = history_walk(query.parent_id, room, summary_until, columns=HISTORY_COLUMNS, as_rows=True)
     read = list(walk.turns)
     if walk.reached_summary:
         return LoadedHistory([_exchange(past) for past in read[1:] if past.response], True)
@@ -212,6 +250,7 @@ def _wire(messages: list[dict]) -> list[dict]:
 
 
 async def fallback_candidates(requested: AIModel) -> list[AIModel]:
+    # Read only once the requested model has failed (stream_with_fallback): a turn that is answered asks for none.
     """The requested model, then each configured fallback that is enabled and available, without repeats."""
     candidates = [requested]
     names = [name for name in dict.fromkeys(settings.FALLBACK_MODELS) if name != requested.name]
@@ -334,15 +373,16 @@ class ShownImage:
 
 async def images_for_model(turn: PreparedTurn) -> AsyncIterator[ShownImage | dict]:
     """The images step, for a model that sees images: each of the turn's images as an image part (chat/vision.py),
-    or a status saying it could not be (the model then reads its OCR text only, like any other)."""
-    for file in turn.files:
-        if file.upload.kind != "image":
+    or a status saying it could not be (the model then reads its OCR text only, like any other). A regenerated or
+    edited turn shows its query's images again (`images_again`)."""
+    for upload in [*(file.upload for file in turn.files), *turn.images_again]:
+        if upload.kind != "image":
             continue
         try:
-            yield ShownImage(file.upload.sha256, await sync_to_async(prepare_image)(file.upload))
+            yield ShownImage(upload.sha256, await sync_to_async(prepare_image)(upload))
         except Exception:  # noqa: BLE001 - one image that cannot be re-encoded must not end the turn
             logger.warning("could not prepare an image for the model", exc_info=True)
-            yield events.status(f"{file.upload.name} could not be shown to the model; it will read its text only.")
+            yield events.status(f"{upload.name} could not be shown to the model; it will read its text only.")
 
 
 def grounding_of(query: ChatQuery, web: WebFindings | None, files: FileHits | None) -> Grounding:
@@ -404,21 +444,24 @@ class TurnProgress:
     settled: bool = False
 
 
-async def settle_usage(progress: TurnProgress) -> None:
-    """Settle the turn's charge once (billing.charges.do_settle_turn: charged with the provider's usage when
-    anything was produced, given back when nothing was)."""
-    if progress.settled:
-        return
-    progress.settled = True
-    if progress.charge is not None:
+async def end_turn(progress: TurnProgress, status: str, **final) -> dict:
+    """Write the answer's final state (ResponseWriter.finish with `final`) and settle the turn's charge once
+    (billing.charges.do_settle_turn: charged with the provider's usage when anything was produced, given back when
+    nothing was), in one hop to the sync thread and one transaction. Returns the saved query's dict."""
+    settle = None
+    if not progress.settled and progress.charge is not None:
         usage = progress.usage
-        await sync_to_async(charges.do_settle_turn)(
+        settle = functools.partial(
+            charges.do_settle_turn,
             progress.charge,
             produced=bool(progress.writer.parts),
             model=progress.model,
             input_tokens=usage.input_tokens if usage else 0,
             output_tokens=usage.output_tokens if usage else 0,
         )
+    saved = await progress.writer.finish(status, settle=settle, **final)
+    progress.settled = True  # only once it committed: a failed attempt is settled by the next (idempotent)
+    return saved
 
 
 async def answer_with_image(query: ChatQuery, progress: TurnProgress) -> AsyncIterator[dict]:
@@ -427,9 +470,8 @@ async def answer_with_image(query: ChatQuery, progress: TurnProgress) -> AsyncIt
     text, images = await _generate_image(query, progress.model)
     progress.writer.append(text)
     yield events.content(text)
-    saved = await progress.writer.finish(ChatQuery.Status.COMPLETE, answered_by=progress.model, images=images)
+    saved = await end_turn(progress, ChatQuery.Status.COMPLETE, answered_by=progress.model, images=images)
     progress.outcome = ChatQuery.Status.COMPLETE
-    await settle_usage(progress)
     yield events.complete(saved, None)
 
 
@@ -438,8 +480,11 @@ async def stream_with_fallback(
 ) -> AsyncIterator[dict]:
     """Stream the answer from the requested model, falling back along the configured chain when a provider fails
     before its first token; raises the last ProviderError when every candidate failed."""
-    candidates = await fallback_candidates(turn.ai_model)
-    for position, candidate in enumerate(candidates):
+    candidates = [turn.ai_model]  # the fallbacks are looked up once it fails
+    position = -1
+    while position + 1 < len(candidates):
+        position += 1
+        candidate = candidates[position]
         progress.model = candidate
         if candidate is turn.ai_model:
             max_tokens, budget = turn.max_tokens, turn.context_budget
@@ -456,7 +501,11 @@ async def stream_with_fallback(
             return
         except ProviderError as exc:
             # After the first token a fallback would splice two models' text into one answer: never.
-            if progress.writer.parts or position == len(candidates) - 1:
+            if progress.writer.parts:
+                raise
+            if position == 0:
+                candidates = await fallback_candidates(turn.ai_model)
+            if position == len(candidates) - 1:
                 raise
             metrics.record_fallback(candidate.provider)
             progress.failures.append({"model": candidate.name, "provider": candidate.provider, "error": str(exc)})
@@ -497,7 +546,7 @@ async def run_turn(
 
     The chat was loaded or created and the quota reserved (`charge`, with the files' charges on `turn.files`) by
     chat.generations.begin_turn, before this query row existed. Never raises: failures become `error` events."""
-    progress = TurnProgress(ResponseWriter(query.id), turn.ai_model, charge)
+    progress = TurnProgress(ResponseWriter(query), turn.ai_model, charge)
     try:
         yield events.status("Loading chat…")
         yield events.metadata(query)
@@ -530,16 +579,18 @@ async def run_turn(
         async for event in ingest_files(query, turn.files, stop, seen_as_images=seen):
             yield event
         messages = TurnMessages.of(query, history, grounding_of(query, web, None), [image.part for image in images])
-        async for item in search_the_files(query, messages.room_for_files(turn.context_budget)):
-            if isinstance(item, FileHits):
-                messages = messages.with_hits(item.hits)
-            else:
-                yield item
+        if _may_have_files(query, turn):
+            async for item in search_the_files(query, messages.room_for_files(turn.context_budget)):
+                if isinstance(item, FileHits):
+                    messages = messages.with_hits(item.hits)
+                else:
+                    yield item
 
         messages = messages.fitted(turn.context_budget)
         sources = messages.grounding.sources()
         if sources:
             await save_sources(query.id, sources)
+            query.metadata = {**query.metadata, "sources": sources}  # as saved: the final write keeps them
             yield events.sources(sources)
         async for item in fit_to_window(query, messages, turn.context_budget):
             if isinstance(item, TurnMessages):
@@ -551,39 +602,36 @@ async def run_turn(
             yield event
 
         progress.outcome = ChatQuery.Status.STOPPED if stop.is_set() else ChatQuery.Status.COMPLETE
-        saved = await progress.writer.finish(
-            progress.outcome, usage=progress.usage, answered_by=progress.model, failures=progress.failures
+        saved = await end_turn(
+            progress, progress.outcome, usage=progress.usage, answered_by=progress.model, failures=progress.failures
         )
-        await settle_usage(progress)
         yield events.complete(saved, saved["metadata"].get("usage"))
         if settings.CHAT_NAMING and progress.outcome == ChatQuery.Status.COMPLETE and not query.chat.unlisted:
-            _name_first_turn(query, progress.writer.text)
+            _name_first_turn(query, progress.writer.text, progress.model, starts_chat=_starts_chat(turn))
     except ProviderError as exc:
         metrics.PROVIDER_ERRORS.labels(progress.model.provider).inc()
-        await progress.writer.finish(
+        await end_turn(
+            progress,
             ChatQuery.Status.ERROR,
             error=str(exc),
             usage=progress.usage,
             answered_by=progress.model,
             failures=progress.failures,
         )
-        await settle_usage(progress)
         yield events.error(str(exc), "provider_error", query.id)
     except Exception:
         logger.exception("turn failed", extra={"query_id": str(query.id)})
         message = "Something went wrong while answering; the partial answer was kept."
-        await progress.writer.finish(ChatQuery.Status.ERROR, error=message, usage=progress.usage)
-        await settle_usage(progress)
+        await end_turn(progress, ChatQuery.Status.ERROR, error=message, usage=progress.usage)
         yield events.error(message, "internal_error", query.id)
     finally:
         if not progress.settled:
             # Cancelled before any of the above: end the row here, or a sweeper would settle the same turn again.
-            await progress.writer.finish(ChatQuery.Status.STOPPED, usage=progress.usage, answered_by=progress.model)
-            await settle_usage(progress)
+            # (The public page's cached copy goes with it: _write_final.)
+            await end_turn(progress, ChatQuery.Status.STOPPED, usage=progress.usage, answered_by=progress.model)
         # The files' charges the turn never reached (it stopped or failed first); those settled stay so.
         if turn.files:
             await sync_to_async(charges.do_release_all)([file.charge for file in turn.files])
-        await cache.adelete(public_chat_cache_key(query.chat_id))
         _log_turn(query, progress)
 
 
@@ -623,17 +671,32 @@ async def _generate_image(query: ChatQuery, model: AIModel) -> tuple[str, list[d
 _naming_tasks: set[asyncio.Task] = set()
 
 
-def _name_first_turn(query: ChatQuery, answer: str) -> None:
-    """After a chat's first answer, name the chat in the background: the answer is never delayed by it."""
+def _may_have_files(query: ChatQuery, turn: PreparedTurn) -> bool:
+    """Whether the chat may have documents to search: a chat this turn created, without files or an assistant
+    (whose collections it would search), has none, and costs no query to say so."""
+    return bool(turn.files) or not _starts_chat(turn) or query.chat.assistant_id is not None
+
+
+def _starts_chat(turn: PreparedTurn) -> bool:
+    """The turn created its chat, and nothing came before it in there (no client conversation stored first)."""
+    return turn.chat is None and not turn.request.conversation
+
+
+def _name_first_turn(query: ChatQuery, answer: str, answered_by: AIModel, starts_chat: bool = False) -> None:
+    """After a chat's first answer, name the chat in the background: the answer is never delayed by it.
+    `starts_chat`: known to be the chat's first turn (else the chat is asked whether a turn came before)."""
     if query.chat.name != query.chat.title:
         return  # already named (or renamed)
 
     async def name():
-        if await ChatQuery.objects.filter(chat_id=query.chat_id, created_at__lt=query.created_at).aexists():
+        earlier = ChatQuery.objects.filter(chat_id=query.chat_id, created_at__lt=query.created_at)
+        if not starts_chat and await earlier.aexists():
             return
         billed_to = BilledTo(query.chat.owner_id, query.pk)
-        await name_chat(query.chat_id, query.prompt, answer, settings.UTILITY_MODELS, billed_to)
-        await cache.adelete(public_chat_cache_key(query.chat_id))
+        # The model that just answered is the namer when it is the first utility model (no catalog read).
+        first = settings.UTILITY_MODELS[:1] == [answered_by.name]
+        known = answered_by if first and answered_by.enabled and answered_by.category == AIModel.Category.TEXT else None
+        await name_chat(query.chat_id, query.prompt, answer, settings.UTILITY_MODELS, billed_to, model=known)
 
     task = asyncio.get_running_loop().create_task(name(), context=contextvars.Context())
     _naming_tasks.add(task)

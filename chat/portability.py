@@ -26,7 +26,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from chat import search
+from chat import branches, search
 from chat.catalog import default_model_name
 from chat.models import AIModel, Chat, ChatQuery
 from chat.services import ChatError
@@ -723,6 +723,9 @@ def do_import(user, plan: ImportPlan) -> list[Chat]:
         )
         chats.append(chat)
         ids = {query.key: uuid.uuid4() for query in imported.queries}
+        chat.branch_leaf = branches.leaf_of(
+            branches.Shape(ids[q.key], ids.get(q.parent_key), q.selected, q.created_at) for q in imported.queries
+        )
         for query in imported.queries:
             queries.append(
                 ChatQuery(

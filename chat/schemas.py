@@ -152,7 +152,9 @@ class BranchLinksOut(OpenSchema):
 
 class ChatDetailOut(OpenSchema):
     chat: ChatOut
-    queries: list[BranchQueryOut]  # the branch shown (or the one ending at ?leaf=), first turn first
+    # The newest turns of the branch shown (or of the one ending at ?leaf=), oldest first, a page at a time
+    queries: list[BranchQueryOut]
+    nextCursor: str | None = None  # noqa: N815 (?before= this for the turns above the page; null: it starts at the first)
     branches: BranchLinksOut
     documents: list[DocumentOut]
 

@@ -9,25 +9,33 @@ own, so every version is searchable. Each engine keeps the words beside that row
   user, so a match reads only the caller's postings); a trigger deletes its row with the document's, so every
   cascade (a chat, a query, a user deleted) leaves no words behind.
 
-One write path for both: every mutation of indexed text calls `index_queries` or `index_chats` inside the
-transaction that wrote the text (a document is deleted and written again, never patched), so a search run after
-the write's commit finds exactly what is stored. Answers are indexed when they end (ResponseWriter.finish,
-settle_orphan), not at each flush while they stream; their prompt is indexed from the start. Unlisted chats (the
-OpenAI-compatible API's store=false) are never indexed.
+One write path for both, in the transaction that wrote the text, from the text the writer has in hand (nothing is
+read back): a turn's start indexes its prompt, and a new chat's title, in one write (`index_new`); its end adds the
+answer to that document in one UPDATE (`index_answer`: ResponseWriter's final write, settle_orphan), never at each
+flush while it streams. So a turn costs the index two statements on PostgreSQL and three on SQLite (the document
+rows, then their words). Renames, generated names and other re-indexing read what is stored and replace the
+document in place (`index_chats`, `index_queries`); imports rebuild theirs (`reindex_chats`). A search run after the
+write's commit finds exactly what is stored. Unlisted chats (the OpenAI-compatible API's store=false) are never
+indexed.
 
 Both engines are given the same words: text is split and normalised here (`words`: letters and digits, case- and
 accent-folded), so a search finds the same chats on either, and the snippets (`highlight`, in Python from the
-stored text, escaped) mark the same words. The database matches and ranks (bm25 / ts_rank); newest first breaks ties.
+stored text, escaped) mark the same words. The database matches and returns the owner's newest CANDIDATES matches
+with a score (PostgreSQL: ts_rank; SQLite: `_text_score` over the stored words, BM25-like without rarity); one
+result per chat is ranked here, ties going to the newest.
 """
 
+import datetime
+import functools
 import html
+import json
 import re
 import unicodedata
 import uuid
 from dataclasses import dataclass
 
 from django.db import connection
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.utils.safestring import SafeString, mark_safe
 
 from chat.models import Chat, ChatQuery, SearchDocument
@@ -36,12 +44,15 @@ WORD = re.compile(r"[^\W_]+")
 MAX_QUERY_CHARS = 200
 MAX_QUERY_TERMS = 8  # more words only narrow a match that is already narrow; they are ignored
 MIN_PREFIX_CHARS = 2  # a one-letter last word is matched whole: as a prefix it would match nearly everything
+STEM_CHARS = 3  # the longest prefix SQLite's index holds (migration 0008: FTS5 prefix = '2 3')
 MAX_FIELD_CHARS = 100_000  # indexed per field; PostgreSQL's tsvector is capped at 1 MB
 MAX_WORD_CHARS = 100  # longer "words" (base64, hashes run together) are indexed cut to this
 PAGE_SIZE = 20
 # A match is ranked among the newest CANDIDATES matching rows (most recently written), so a word found in every
-# turn (or the prefix "th") costs the same as a rare one: the newest thousands of matches, not all of them.
-CANDIDATES = 1000
+# turn (or the prefix "th") costs the same as a rare one: the newest couple of hundred matches, not all of them.
+# (They are also as far as results can be paged: 200 turns or titles, at least 10 pages of chats.) Each candidate
+# costs about 10 µs to read on SQLite (its text, to score it) and to rank on PostgreSQL (ts_rank).
+CANDIDATES = 200
 SNIPPET_WORDS = 24
 SNIPPET_LEAD_WORDS = 6
 
@@ -86,12 +97,19 @@ class Terms:
             return True
         return self.prefix and word.startswith(self.words[-1])
 
-    def fts5(self, owner_id: int | None = None) -> str:
-        """The FTS5 MATCH expression: the words in the text columns (and, with `owner_id`, that owner's rows only)."""
+    def token_matches(self, token: str) -> bool:
+        """Whether a token of the text (as WORD finds it) is, or holds, a word searched for."""
+        if token.isascii():  # the common case: one word, no folding (_token_words)
+            return self.matches(token[:MAX_WORD_CHARS].lower())
+        return any(self.matches(word) for word in _token_words(token))
+
+    def fts5(self, owner_id: int | None = None, stem: bool = False) -> str:
+        """The FTS5 MATCH expression: the words in the text columns (and, with `owner_id`, that owner's rows only).
+        With `stem`, the last word (a prefix) is cut to the longest prefix the index holds (STEM_CHARS)."""
         # Each word is letters and digits only, so quoting it can never be FTS5 syntax (no quote can occur).
         phrases = [f'"{word}"' for word in self.words]
         if self.prefix:
-            phrases[-1] += "*"
+            phrases[-1] = f'"{self.words[-1][:STEM_CHARS] if stem else self.words[-1]}"*'
         words = f'{{title prompt response}} : ({" ".join(phrases)})'
         return words if owner_id is None else f'owner : "o{int(owner_id)}" AND {words}'
 
@@ -162,26 +180,130 @@ def _insert_documents(rows: list[tuple]) -> None:
             )
 
 
+# The PostgreSQL document of one row: title weight A, prompt B, answer C ('simple': every word as it is).
+_PG_DOCUMENT = (
+    "setweight(to_tsvector('simple', %s), 'A') || setweight(to_tsvector('simple', %s), 'B') "
+    "|| setweight(to_tsvector('simple', %s), 'C')"
+)
+# A statement's rows are bounded (SQLite allows 32,766 parameters; a stored client conversation can be long).
+_ROWS_PER_STATEMENT = 500
+_QUERY_CONFLICT = "ON CONFLICT (query_id)"
+_TITLE_CONFLICT = "ON CONFLICT (chat_id) WHERE query_id IS NULL"
+
+
+def _owner_token(owner_id) -> str:
+    return f"o{int(owner_id)}"
+
+
+def _write_documents(rows: list[tuple], conflict: str | None = None) -> None:
+    """Write documents from texts in memory, (owner id, chat id, query id or None, title, prompt, response), one
+    statement per batch on PostgreSQL and two on SQLite (the document rows, then their words). With `conflict`
+    (_QUERY_CONFLICT or _TITLE_CONFLICT) a document that exists is replaced in place, keeping its id; without it
+    every row is new. Ids are taken in order: the newest document has the largest id (the candidates' order)."""
+    table = SearchDocument._meta.db_table
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+            batch = rows[start : start + _ROWS_PER_STATEMENT]
+            if connection.vendor == "postgresql":
+                upsert = f" {conflict} DO UPDATE SET owner_id = EXCLUDED.owner_id, document = EXCLUDED.document"
+                cursor.execute(
+                    f"INSERT INTO {table} (owner_id, chat_id, query_id, document) VALUES "
+                    + ", ".join([f"(%s, %s, %s, {_PG_DOCUMENT})"] * len(batch))
+                    + (upsert if conflict else ""),
+                    [
+                        value
+                        for owner, chat, query, *texts in batch
+                        for value in (owner, _db_uuid(chat), _db_uuid(query), *map(index_text, texts))
+                    ],
+                )
+                continue
+            upsert = f" {conflict} DO UPDATE SET owner_id = excluded.owner_id" if conflict else ""
+            cursor.execute(
+                f"INSERT INTO {table} (owner_id, chat_id, query_id) VALUES "
+                + ", ".join(["(%s, %s, %s)"] * len(batch))
+                + f"{upsert} RETURNING id, chat_id, query_id",
+                [value for owner, chat, query, *_ in batch for value in (owner, _db_uuid(chat), _db_uuid(query))],
+            )
+            # RETURNING's order is unspecified: each row is matched by its query (or, for a title, its chat).
+            ids = {(_as_uuid(chat) if query is None else None, _as_uuid(query)): i for i, chat, query in cursor}
+            cursor.execute(
+                "INSERT OR REPLACE INTO chat_searchtext (rowid, owner, title, prompt, response) VALUES "
+                + ", ".join(["(%s, %s, %s, %s, %s)"] * len(batch)),
+                [
+                    value
+                    for owner, chat, query, *texts in batch
+                    for value in (
+                        ids[(_as_uuid(chat) if query is None else None, _as_uuid(query))],
+                        _owner_token(owner),
+                        *map(index_text, texts),
+                    )
+                ],
+            )
+
+
+def index_new(chat: Chat, queries=(), title: bool = False) -> None:
+    """Index what was just written, from the rows in memory (nothing is read back): with `title`, the new chat's
+    title and name; and each of `queries` (new, of this chat), its prompt and the answer it has. A turn that
+    starts has none yet: its answer is added when it ends (index_answer). One statement on PostgreSQL, two on
+    SQLite, whatever the number of rows. Call it in the transaction that wrote them."""
+    if chat.unlisted:  # the OpenAI-compatible API's store=false, a temporary chat: never indexed
+        return
+    rows = [(chat.owner_id, chat.pk, None, _title_text(chat.title, chat.name), "", "")] if title else []
+    rows += [(chat.owner_id, chat.pk, query.pk, "", query.prompt, query.response) for query in queries]
+    if rows:
+        _write_documents(rows)
+
+
+def index_answer(query_id, response: str) -> None:
+    """A turn's answer as it ended (complete, stopped or failed, with what was written), added to the document
+    its prompt was given when the turn started (index_new): one statement, nothing read back. Call it in the
+    transaction that wrote the answer. A query of an unlisted chat has no document: nothing is written."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # The prompt's words (weight B; a turn has no title) are kept and the answer's (C) replaced.
+            cursor.execute(
+                f"UPDATE {SearchDocument._meta.db_table} SET document = ts_filter(document, '{{a,b}}') "
+                "|| setweight(to_tsvector('simple', %s), 'C') WHERE query_id = %s",
+                [index_text(response), _db_uuid(_as_uuid(query_id))],
+            )
+        else:
+            cursor.execute(
+                "UPDATE chat_searchtext SET response = %s WHERE rowid = "
+                f"(SELECT id FROM {SearchDocument._meta.db_table} WHERE query_id = %s)",
+                [index_text(response), _db_uuid(_as_uuid(query_id))],
+            )
+
+
 def index_queries(query_ids) -> None:
-    """(Re)index these queries' prompts and answers as stored now. Call it in the transaction that wrote them."""
+    """(Re)index these queries' prompts and answers as stored now (read here; index_new and index_answer write
+    what the caller has in hand). Call it in the transaction that wrote them."""
     query_ids = [_as_uuid(query_id) for query_id in query_ids]
     if not query_ids:
         return
-    SearchDocument.objects.filter(query_id__in=query_ids).delete()
-    rows = ChatQuery.objects.filter(pk__in=query_ids, chat__unlisted=False).values_list(
-        "chat__owner_id", "chat_id", "id", "prompt", "response"
+    rows = list(
+        ChatQuery.objects.filter(pk__in=query_ids, chat__unlisted=False).values_list(
+            "chat__owner_id", "chat_id", "id", "prompt", "response"
+        )
     )
-    _insert_documents([(owner, chat, query, "", prompt, response) for owner, chat, query, prompt, response in rows])
+    gone = set(query_ids) - {query for _, _, query, _, _ in rows}
+    if gone:  # deleted, or now in an unlisted chat: their words go
+        SearchDocument.objects.filter(query_id__in=gone).delete()
+    if rows:
+        _write_documents([(o, c, q, "", p, r) for o, c, q, p, r in rows], _QUERY_CONFLICT)
 
 
 def index_chats(chat_ids) -> None:
-    """(Re)index these chats' titles and names as stored now. Call it in the transaction that wrote them."""
+    """(Re)index these chats' titles and names as stored now (read here, in the writer's transaction: a rename
+    and a generated name written at once are both indexed). Call it in the transaction that wrote them."""
     chat_ids = [_as_uuid(chat_id) for chat_id in chat_ids]
     if not chat_ids:
         return
-    SearchDocument.objects.filter(chat_id__in=chat_ids, query__isnull=True).delete()
-    rows = Chat.objects.filter(pk__in=chat_ids, unlisted=False).values_list("owner_id", "id", "title", "name")
-    _insert_documents([(owner, chat, None, _title_text(title, name), "", "") for owner, chat, title, name in rows])
+    rows = list(Chat.objects.filter(pk__in=chat_ids, unlisted=False).values_list("owner_id", "id", "title", "name"))
+    gone = set(chat_ids) - {chat for _, chat, _, _ in rows}
+    if gone:
+        SearchDocument.objects.filter(chat_id__in=gone, query__isnull=True).delete()
+    if rows:
+        _write_documents([(o, c, None, _title_text(t, n), "", "") for o, c, t, n in rows], _TITLE_CONFLICT)
 
 
 def _title_text(title: str, name: str) -> str:
@@ -240,57 +362,192 @@ def backfill(batch: int = 500) -> int:
 
 # --- searching -----------------------------------------------------------------------------------------------
 
-# Both engines: the newest CANDIDATES matching documents of the owner (`hits`), ranked (lower score is better),
-# then one row per chat: its best score, and its best-scoring turn (the title row only when no turn matched).
-_RANKED = """
-    ranked AS (
-        SELECT h.chat_id, h.query_id, h.score,
-               MIN(h.score) OVER (PARTITION BY h.chat_id) AS chat_score,
-               ROW_NUMBER() OVER (
-                   PARTITION BY h.chat_id ORDER BY CASE WHEN h.query_id IS NULL THEN 1 ELSE 0 END, h.score, h.id DESC
-               ) AS place
-        FROM scored h
-    )
-    SELECT r.chat_id, r.query_id, r.chat_score FROM ranked r JOIN chat_chat c ON c.id = r.chat_id
-    WHERE r.place = 1 AND c.owner_id = %s AND NOT c.unlisted
-    ORDER BY r.chat_score, c.updated_at DESC, c.id
-    LIMIT %s OFFSET %s
+# Both engines fetch the owner's newest CANDIDATES matching documents (`hits`: the match runs in the database,
+# stopping there) with a score each (higher is better); `_rank` groups them in Python: one result per chat, its
+# best score, at its best-scoring turn (the title only when no turn matched); ties go to the newest match.
+# Neither engine ranks by what it would have to read all matches for: SQLite's bm25 weighs each word by reading
+# its whole doclist (20 ms for a word in every turn), so SQLite scores the candidates' stored text (_text_score).
+
+_SQLITE_HITS = """
+    SELECT t.rowid, d.chat_id, d.query_id, t.title, t.prompt, t.response
+    FROM chat_searchtext t JOIN chat_searchdocument d ON d.id = t.rowid
+    WHERE chat_searchtext MATCH %s ORDER BY t.rowid DESC LIMIT %s
 """
 
-# Two FTS5 passes. The owner's newest candidates: their `owner` token makes the match read only their postings.
-# Then bm25 over the words alone, for those rowids (their range bounds the scan; the unary + keeps SQLite from
-# running the match once per rowid): bm25 weighs each phrase of its MATCH by reading that phrase's whole doclist,
-# which for the owner token would be every row the user has.
-_SQLITE_SEARCH = (
-    """
-    WITH candidates AS MATERIALIZED (
-        SELECT t.rowid AS id FROM chat_searchtext t WHERE chat_searchtext MATCH %s ORDER BY t.rowid DESC LIMIT %s
-    ),
-    hits AS (
-        SELECT t.rowid AS id, bm25(chat_searchtext, 0.0, 4.0, 2.0, 1.0) AS score
-        FROM chat_searchtext t WHERE chat_searchtext MATCH %s
-        AND t.rowid >= (SELECT MIN(id) FROM candidates) AND t.rowid <= (SELECT MAX(id) FROM candidates)
-        AND +t.rowid IN (SELECT id FROM candidates)
-    ),
-    scored AS (
-        SELECT h.id, d.chat_id, d.query_id, h.score FROM hits h JOIN chat_searchdocument d ON d.id = h.id
-    ),"""
-    + _RANKED
+# A prefix longer than the index's prefixes (3 letters): FTS5 merges the whole doclist of every word that starts
+# with it before returning a row (20 ms for a word in every turn, however few rows are asked for), where a prefix
+# of the index is read a row at a time. So first its 3-letter stem, newest first, the rest of the prefix checked
+# on the row's text (a word starts with it: a space before it), up to STEM_SCAN_ROWS rows: when that finds
+# CANDIDATES rows, they are the newest that match (every match has the stem). That is for a prefix that is itself
+# a common word (in STEM_DENSITY of the rows or more: _common_word); any other, and should the scan find too few,
+# the prefix itself, whose words are then rare enough to merge in a few ms.
+STEM_DENSITY = 0.25
+STEM_SCAN_ROWS = 4 * CANDIDATES
+_SQLITE_STEM_HITS = """
+    SELECT s.rowid, d.chat_id, d.query_id, s.title, s.prompt, s.response FROM (
+        SELECT t.rowid, t.title, t.prompt, t.response FROM chat_searchtext t
+        WHERE chat_searchtext MATCH %s ORDER BY t.rowid DESC LIMIT %s
+    ) s JOIN chat_searchdocument d ON d.id = s.rowid
+    WHERE instr(' ' || s.title || ' ' || s.prompt || ' ' || s.response, %s) > 0
+    LIMIT %s
+"""
+
+# PostgreSQL: one statement, the owner's documents in windows of ids, newest first (the older windows run only
+# while the newer ones found too few: UNION ALL under a LIMIT stops there). Within a window the planner picks a
+# backward scan (a common word: the first rows match) or the GIN bitmap ANDed with the window's id range (a rarer
+# word: only its matches in the window are read). Unwindowed, it picks the backward scan for a word in 1% of the
+# documents too, and reads 30,000 rows to find the newest few hundred. ts_rank (normalisation 1: a long answer
+# does not win by length alone) is computed for the rows the LIMIT lets through only.
+_PG_WINDOWS = (2_000, 20_000, 100_000)
+#
+# A prefix is matched in the GIN index by collecting every document of every word it starts (30 ms for a word in
+# every turn, in each window), where whole words are ANDed skipping through each other. So with other words beside
+# it, the index is asked for the whole words only, and the prefix checked on the rows they find (ts_match_vq is
+# @@, but as a function the planner does not take it to the index). But the planner's estimate for that function
+# is a default (a third): with a rare prefix it scanned an older window backwards for a pair that was not there
+# (80,000 rows read, 130 ms). And a rare prefix is cheap to collect. So the choice is made per search, from the
+# planner's own estimates (one EXPLAIN, planning only, ~0.6 ms: _pg_rare_prefix): a prefix estimated in fewer
+# documents than the whole words and than PG_PREFIX_INDEX_ROWS goes to the index with them (130 → 1.5 ms for a
+# mid word beside a rare prefix, 90 → 7 ms for a common one); any other is checked on the rows found.
+PG_PREFIX_INDEX_ROWS = 20_000
+_PG_ESTIMATES = (
+    "EXPLAIN (FORMAT JSON) SELECT 1 FROM chat_searchdocument WHERE document @@ to_tsquery('simple', %s) "
+    "UNION ALL SELECT 1 FROM chat_searchdocument WHERE document @@ to_tsquery('simple', %s)"
+)
+_PG_WINDOW = """(
+    SELECT d.id, d.chat_id, d.query_id, d.document FROM chat_searchdocument d
+    WHERE d.owner_id = %s AND d.document @@ to_tsquery('simple', %s)
+    AND ts_match_vq(d.document, to_tsquery('simple', %s)) AND {bounds} ORDER BY d.id DESC LIMIT %s
+)"""
+_POSTGRESQL_HITS = (
+    "SELECT h.id, h.chat_id, h.query_id, ts_rank(h.document, to_tsquery('simple', %s), 1) FROM ("
+    + " UNION ALL ".join(
+        _PG_WINDOW.format(bounds=bounds)
+        for bounds in ("d.id > %s", "d.id <= %s AND d.id > %s", "d.id <= %s AND d.id > %s", "d.id <= %s")
+    )
+    + ") h LIMIT %s"
 )
 
-# ts_rank is computed outside the LIMIT, so only for the candidates; normalisation 1: long answers do not win by
-# length alone.
-_POSTGRESQL_SEARCH = (
-    """
-    WITH hits AS (
-        SELECT d.id, d.chat_id, d.query_id, d.document FROM chat_searchdocument d
-        WHERE d.owner_id = %s AND d.document @@ to_tsquery('simple', %s) ORDER BY d.id DESC LIMIT %s
-    ),
-    scored AS (
-        SELECT h.id, h.chat_id, h.query_id, -ts_rank(h.document, to_tsquery('simple', %s), 1) AS score FROM hits h
-    ),"""
-    + _RANKED
-)
+# SQLite's score, per field of a candidate: its normalised text, weighted as the title 4, a prompt 2, an answer 1,
+# and saturated by length like BM25 (k1 1.2, b 0.75) against a typical length of that field, in characters.
+_FIELD_WEIGHTS = (4.0, 2.0, 1.0)
+_FIELD_TYPICAL_CHARS = (40.0, 200.0, 1500.0)
+_K1, _B = 1.2, 0.75
+
+
+def _text_score(terms: Terms, fields) -> float:
+    """How well a candidate's indexed fields (title, prompt, response: normalised words, one space apart) match:
+    for each word searched for, its count in each field (the last one as a prefix when it is one), saturated and
+    weighted. No word is weighed by its rarity: every candidate has every word, so that would only reorder words.
+    (A word repeated back to back is counted once: a ranking, not a tally.)"""
+    patterns = [f" {word} " for word in terms.words]
+    if terms.prefix:
+        patterns[-1] = patterns[-1][:-1]
+    score = 0.0
+    for text, weight, typical in zip(fields, _FIELD_WEIGHTS, _FIELD_TYPICAL_CHARS, strict=True):
+        if not text:
+            continue
+        padded = f" {text} "
+        length = _K1 * (1 - _B + _B * len(text) / typical)
+        for pattern in patterns:
+            count = padded.count(pattern)
+            if count:
+                score += weight * count / (count + length)
+    return score
+
+
+def _common_word(cursor, word: str) -> bool:
+    """Whether `word`, whole, is in at least STEM_DENSITY of the index's newest rows (all owners': the doclist a
+    prefix query merges is everyone's): its newest CANDIDATES matches are read, a few µs."""
+    cursor.execute(
+        "SELECT COUNT(*), MIN(m.rowid), (SELECT MAX(id) FROM chat_searchdocument) FROM (SELECT t.rowid FROM "
+        "chat_searchtext t WHERE chat_searchtext MATCH %s ORDER BY t.rowid DESC LIMIT %s) m",
+        [f'{{title prompt response}} : "{word}"', CANDIDATES],
+    )
+    count, oldest, newest = cursor.fetchone()
+    return count == CANDIDATES and count >= STEM_DENSITY * (newest - oldest + 1)
+
+
+def _sqlite_rows(cursor, user, terms: Terms) -> list[tuple]:
+    if terms.prefix and len(terms.words[-1]) > STEM_CHARS and _common_word(cursor, terms.words[-1]):
+        # A prefix longer than the index's own, and a common word: through its 3-letter stem, read newest first a
+        # row at a time, when that finds them all among the first rows it reads (see _SQLITE_STEM_HITS).
+        stem = terms.fts5(user.pk, stem=True)
+        cursor.execute(_SQLITE_STEM_HITS, [stem, STEM_SCAN_ROWS, f" {terms.words[-1]}", CANDIDATES])
+        rows = cursor.fetchall()
+        if len(rows) == CANDIDATES:
+            return rows
+        # Fewer: every match, when the stem (with the other words: a rare word and a common one) has fewer rows
+        # than the scan read.
+        cursor.execute(
+            "SELECT COUNT(*) FROM (SELECT t.rowid FROM chat_searchtext t WHERE chat_searchtext MATCH %s "
+            "ORDER BY t.rowid DESC LIMIT %s)",
+            [stem, STEM_SCAN_ROWS],
+        )
+        if cursor.fetchone()[0] < STEM_SCAN_ROWS:
+            return rows
+    cursor.execute(_SQLITE_HITS, [terms.fts5(user.pk), CANDIDATES])
+    return cursor.fetchall()
+
+
+def _pg_rare_prefix(cursor, terms: Terms) -> bool:
+    """Whether the planner estimates the last word, as a prefix, in fewer documents than the other words (all
+    of them) and than PG_PREFIX_INDEX_ROWS: then the GIN index is asked for the prefix too (see _PG_WINDOW)."""
+    cursor.execute(_PG_ESTIMATES, [" & ".join(terms.words[:-1]), f"{terms.words[-1]}:*"])
+    plan = cursor.fetchone()[0]
+    if isinstance(plan, str):  # a driver that leaves json undecoded
+        plan = json.loads(plan)
+    words_rows, prefix_rows = (member["Plan Rows"] for member in plan[0]["Plan"]["Plans"])
+    return prefix_rows < min(words_rows, PG_PREFIX_INDEX_ROWS)
+
+
+def _hits(user, terms: Terms) -> list[tuple]:
+    """(document id, chat id, query id or None, score) of the owner's newest CANDIDATES matches, newest first."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            rows = _sqlite_rows(cursor, user, terms)
+            hits = [(i, chat, query, _text_score(terms, fields)) for i, chat, query, *fields in rows]
+            return sorted(hits, key=lambda hit: hit[0], reverse=True)
+        cursor.execute(
+            "SELECT id FROM chat_searchdocument WHERE owner_id = %s ORDER BY id DESC LIMIT 1", [user.pk]
+        )
+        newest = cursor.fetchone()
+        if newest is None:
+            return []
+        near, far, farthest = (newest[0] - size for size in _PG_WINDOWS)
+        tsquery = terms.tsquery()
+        indexed = tsquery
+        if terms.prefix and len(terms.words) > 1 and not _pg_rare_prefix(cursor, terms):
+            indexed = " & ".join(terms.words[:-1])
+        window = [user.pk, indexed, tsquery]
+        cursor.execute(
+            _POSTGRESQL_HITS,
+            [
+                *(tsquery, *window, near, CANDIDATES),
+                *(*window, near, far, CANDIDATES),
+                *(*window, far, farthest, CANDIDATES),
+                *(*window, farthest, CANDIDATES, CANDIDATES),
+            ],
+        )
+        return sorted(cursor.fetchall(), reverse=True)  # newest first, however the windows' rows came
+
+
+def _rank(hits: list[tuple]) -> list[tuple]:
+    """One (chat id, query id or None) per chat, best first: by its best score, then its newest match (ids as the
+    database gave them)."""
+    chats = {}  # chat id -> [best score, newest document id, (the shown row's order key), shown query id]
+    for doc_id, chat_id, query_id, score in hits:  # newest first
+        # The row shown: a turn before the title, then the better score, then the newer.
+        key = (query_id is None, -score, -doc_id)
+        entry = chats.get(chat_id)
+        if entry is None:
+            chats[chat_id] = [score, doc_id, key, query_id]
+            continue
+        entry[0] = max(entry[0], score)
+        if key < entry[2]:
+            entry[2], entry[3] = key, query_id
+    ranked = sorted(chats.items(), key=lambda item: (-item[1][0], -item[1][1]))
+    return [(chat_id, entry[3]) for chat_id, entry in ranked]
 
 
 @dataclass(frozen=True)
@@ -310,7 +567,7 @@ class SearchResult:
     @property
     def url(self) -> str:
         """The chat's page, opened at the matching turn (on its branch, should that version not be the one shown)."""
-        page = reverse("chat:chat", args=[self.chat.pk])
+        page = _chat_page(self.chat.pk)
         return f"{page}?query={self.query_id}#turn-{self.query_id}" if self.query_id else page
 
     def as_dict(self) -> dict:
@@ -328,6 +585,19 @@ class SearchResult:
         }
 
 
+_ANY_CHAT = uuid.UUID(int=0)
+
+
+@functools.lru_cache(maxsize=16)
+def _chat_page_pattern(script_prefix: str) -> str:
+    return reverse("chat:chat", args=[_ANY_CHAT])
+
+
+def _chat_page(chat_id) -> str:
+    """reverse("chat:chat", args=[chat_id]), resolved once (per script prefix) rather than once per result."""
+    return _chat_page_pattern(get_script_prefix()).replace(str(_ANY_CHAT), str(chat_id))
+
+
 @dataclass(frozen=True)
 class SearchPage:
     results: list[SearchResult]
@@ -340,49 +610,78 @@ def search(user, query: str, offset: int = 0, limit: int = PAGE_SIZE) -> SearchP
     terms = parse_terms(query)
     if terms is None or offset >= CANDIDATES:
         return SearchPage([], None)
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            tsquery = terms.tsquery()
-            params = [user.pk, tsquery, CANDIDATES, tsquery, user.pk, limit + 1, offset]
-            cursor.execute(_POSTGRESQL_SEARCH, params)
-        else:
-            params = [terms.fts5(user.pk), CANDIDATES, terms.fts5(), user.pk, limit + 1, offset]
-            cursor.execute(_SQLITE_SEARCH, params)
-        rows = [(_as_uuid(chat_id), _as_uuid(query_id)) for chat_id, query_id, _ in cursor.fetchall()]
+    rows = _rank(_hits(user, terms))[offset : offset + limit + 1]
     more = len(rows) > limit
-    rows = rows[:limit]
+    rows = [(_as_uuid(chat_id), _as_uuid(query_id)) for chat_id, query_id in rows[:limit]]
     # By id alone (an owner filter here would make SQLite scan the owner's every chat), then checked again here:
     # only the caller's listed chats, whatever the SQL above returned.
-    fields = ("id", "owner_id", "unlisted", "title", "name", "bookmarked", "updated_at")
     chats = {
-        pk: chat
-        for pk, chat in Chat.objects.only(*fields).in_bulk([chat_id for chat_id, _ in rows]).items()
-        if chat.owner_id == user.pk and not chat.unlisted
+        chat.pk: chat for chat in _page_chats([chat_id for chat_id, _ in rows]) if chat.owner_id == user.pk
     }
-    queries = ChatQuery.objects.only("id", "chat_id", "prompt", "response").in_bulk(
-        [query_id for chat_id, query_id in rows if query_id and chat_id in chats]
-    )
+    texts = _page_texts([query_id for chat_id, query_id in rows if query_id and chat_id in chats])
     results = []
     for chat_id, query_id in rows:
         chat = chats.get(chat_id)
         if chat is None:
             continue
-        results.append(_result(chat, queries.get(query_id), terms))
+        results.append(_result(chat, query_id, texts.get(query_id), terms))
     return SearchPage(results, offset + limit if more else None)
 
 
-def _result(chat: Chat, query: ChatQuery | None, terms: Terms) -> SearchResult:
+# The page's chats and turns, a row each by primary key, in plain SQL: the ORM's building of two queries cost more
+# than the whole ranking of the candidates. A chat is built with only the fields a result shows.
+_PAGE_CHAT_FIELDS = ("id", "owner_id", "title", "name", "bookmarked", "updated_at")
+
+
+def _page_chats(chat_ids) -> list[Chat]:
+    if not chat_ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {', '.join(_PAGE_CHAT_FIELDS)} FROM {Chat._meta.db_table} WHERE NOT unlisted AND id IN "
+            f"({', '.join(['%s'] * len(chat_ids))})",
+            [_db_uuid(chat_id) for chat_id in chat_ids],
+        )
+        rows = cursor.fetchall()
+    chats = []
+    for pk, owner_id, title, name, bookmarked, updated_at in rows:
+        if not isinstance(updated_at, datetime.datetime):
+            updated_at = datetime.datetime.fromisoformat(updated_at)
+        if updated_at.tzinfo is None:  # SQLite: a UTC time, stored naive (USE_TZ)
+            updated_at = updated_at.replace(tzinfo=datetime.UTC)
+        values = (_as_uuid(pk), owner_id, title, name, bool(bookmarked), updated_at)
+        chats.append(Chat.from_db(connection.alias, _PAGE_CHAT_FIELDS, values))
+    return chats
+
+
+def _page_texts(query_ids) -> dict:
+    """query id -> (prompt, response)."""
+    if not query_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, prompt, response FROM {ChatQuery._meta.db_table} WHERE id IN "
+            f"({', '.join(['%s'] * len(query_ids))})",
+            [_db_uuid(query_id) for query_id in query_ids],
+        )
+        return {_as_uuid(pk): (prompt, response) for pk, prompt, response in cursor.fetchall()}
+
+
+def _result(chat: Chat, query_id, texts: tuple[str, str] | None, terms: Terms) -> SearchResult:
     title = highlight(chat.display_name, terms, whole=True)
-    if query is None:
+    if texts is None:
         return SearchResult(chat, None, TITLE, title, None)
+    prompt, response = texts
     # The field with the most of the words searched for shows the snippet; the prompt on a tie.
-    prompt_hits = _words_found(query.prompt, terms)
-    response_hits = _words_found(query.response, terms) if prompt_hits < len(terms.words) else 0
-    field, text = (PROMPT, query.prompt) if prompt_hits >= response_hits else (RESPONSE, query.response)
-    return SearchResult(chat, query.pk, field, title, highlight(text, terms))
+    prompt_hits = _words_found(prompt, terms)
+    response_hits = _words_found(response, terms) if prompt_hits < len(terms.words) else 0
+    field, text = (PROMPT, prompt) if prompt_hits >= response_hits else (RESPONSE, response)
+    return SearchResult(chat, query_id, field, title, highlight(text, terms))
 
 
 def _words_found(text: str, terms: Terms) -> int:
+    if len(terms.words) == 1:  # one word (most searches): whether any token has it
+        return int(any(terms.token_matches(token) for token in WORD.findall(text or "")))
     found = set()
     for token in WORD.findall(text or ""):
         for word in _token_words(token):
@@ -401,7 +700,7 @@ def highlight(text: str, terms: Terms, whole: bool = False) -> Snippet:
     tokens = []  # (start, end, matches) for each word, up to the end of the window
     first_match = None
     for found in WORD.finditer(text):
-        matched = any(terms.matches(word) for word in _token_words(found.group()))
+        matched = terms.token_matches(found.group())
         tokens.append((found.start(), found.end(), matched))
         if matched and first_match is None:
             first_match = len(tokens) - 1
@@ -417,9 +716,9 @@ def highlight(text: str, terms: Terms, whole: bool = False) -> Snippet:
     plain, marked, position = [], [], start
     for token_start, token_end, matched in window:
         gap = _squeeze(text[position:token_start])
-        word = text[token_start:token_end]
+        word = text[token_start:token_end]  # letters and digits only (WORD): nothing in it to escape
         plain += [gap, word]
-        marked += [html.escape(gap), f"<mark>{html.escape(word)}</mark>" if matched else html.escape(word)]
+        marked += [html.escape(gap), f"<mark>{word}</mark>" if matched else word]
         position = token_end
     tail = _squeeze(text[position:end])
     plain.append(tail)
@@ -429,6 +728,9 @@ def highlight(text: str, terms: Terms, whole: bool = False) -> Snippet:
     return Snippet(lead + "".join(plain).strip() + trail, mark_safe(lead + "".join(marked).strip() + trail))
 
 
+_WHITESPACE = re.compile(r"\s+")
+
+
 def _squeeze(gap: str) -> str:
     """Runs of whitespace (line breaks in a long answer) as one space: a snippet is one line."""
-    return re.sub(r"\s+", " ", gap)
+    return gap if gap == " " else _WHITESPACE.sub(" ", gap)

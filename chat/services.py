@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from billing import charges
 from billing.charges import Charge, is_subscriber
-from chat import branches, search
+from chat import branches, search, vision
 from chat.catalog import default_model_name, sync_self_hosted_models
 from chat.models import AIModel, Chat, ChatQuery
 from chat.providers import unavailable_reason
@@ -108,6 +108,11 @@ class PreparedTurn:
     files: tuple[TurnFile, ...] = ()
     version_of: ChatQuery | None = None  # the query this turn is another version of (regenerate or edit)
     parent: ChatQuery | None = None  # the query a new prompt follows, when the client named one (parentId)
+    # A regenerate or edit asks with the same attachments as its query: their summaries (listed with the new
+    # version too), and their images, shown again to a model that sees images (chat/vision.py). Not read again:
+    # the chat has them already.
+    files_again: tuple[dict, ...] = ()
+    images_again: tuple[Upload, ...] = ()
 
 
 def parse_bool(value, field: str) -> bool:
@@ -280,7 +285,8 @@ def check_turn(user, request: TurnRequest, files: list[tuple[str, bytes]] = ()) 
             status=413,
         )
     uploads = check_turn_files(user, [*load_attachments(user, request.attachment_ids), *files])
-    images = sum(1 for upload in uploads if upload.kind == "image") if model.vision else 0
+    files_again, images_again = _attachments_again(version_of, uploads, model)
+    images = sum(1 for upload in [*uploads, *images_again] if upload.kind == "image") if model.vision else 0
     if images and needed + images * IMAGE_TOKENS > budget:  # a model that sees images is sent them (chat/vision.py)
         raise ChatError(
             f"The prompt and its {images} image{'' if images == 1 else 's'} are about "
@@ -297,7 +303,18 @@ def check_turn(user, request: TurnRequest, files: list[tuple[str, bytes]] = ()) 
         files=tuple(TurnFile(upload) for upload in uploads),
         version_of=version_of,
         parent=parent,
+        files_again=files_again,
+        images_again=images_again,
     )
+
+
+def _attachments_again(version_of: ChatQuery | None, uploads: list[Upload], model: AIModel):
+    """(summaries, images) of the files `version_of`'s turn had that this one does not bring itself."""
+    if version_of is None:
+        return (), ()
+    own = {upload.sha256 for upload in uploads}
+    files = tuple(file for file in vision.files_of_query(version_of) if file.get("sha256") not in own)
+    return files, tuple(vision.images_of_query(version_of, list(files))) if model.vision else ()
 
 
 def check_parent(user, query_id, chat: Chat | None, temporary_chats=()) -> ChatQuery:
@@ -337,8 +354,9 @@ def check_turn_files(user, files: list[tuple[str, bytes]]) -> list[Upload]:
     return list(unique.values())
 
 
-def do_reserve_turn(user, turn: PreparedTurn) -> tuple[Charge, PreparedTurn]:
-    """Charge the turn's quota: one generation, and one file use per file the chat does not have yet.
+def do_reserve_turn(user, turn: PreparedTurn, chat_query_id=None) -> tuple[Charge, PreparedTurn]:
+    """Charge the turn's quota: one generation, and one file use per file the chat does not have yet; the charges
+    name `chat_query_id` (the query do_start_turn creates in the same transaction) when given.
 
     All or nothing: when any unit is refused (429), none is taken."""
     kind = "image" if turn.ai_model.category == AIModel.Category.IMAGE else "chat"
@@ -346,17 +364,14 @@ def do_reserve_turn(user, turn: PreparedTurn) -> tuple[Charge, PreparedTurn]:
     # The same file in the same chat is processed once, so it is charged once.
     new_files = [file for file in turn.files if file.upload.sha256 not in known]
     try:
-        generation, *file_charges = charges.do_reserve(user, [kind] + ["file_rag"] * len(new_files))
+        generation, *file_charges = charges.do_reserve(
+            user, [kind] + ["file_rag"] * len(new_files), chat_query_id=chat_query_id
+        )
     except charges.QuotaExceeded as exc:
         raise ChatError(str(exc), code="quota_exceeded", status=429) from None
     charged = dict(zip((file.upload.sha256 for file in new_files), file_charges, strict=True))
     files = tuple(TurnFile(file.upload, charged.get(file.upload.sha256)) for file in turn.files)
     return generation, replace(turn, files=files)
-
-
-def do_release_turn(charge: Charge, turn: PreparedTurn) -> None:
-    """Return everything do_reserve_turn charged (the turn could not start)."""
-    charges.do_release_all([charge, *(file.charge for file in turn.files)])
 
 
 def _files_already_in_chat(chat: Chat | None, uploads: list[Upload]) -> set[str]:
@@ -374,14 +389,20 @@ def title_from_prompt(prompt: str) -> str:
     return line[:TITLE_CHARS] + ("…" if len(line) > TITLE_CHARS else "")
 
 
-@transaction.atomic
-def do_start_turn(user, turn: PreparedTurn, charge: Charge | None = None) -> ChatQuery:
-    """Create the chat (for a first turn) and the query row, which exists from the very start of the turn.
+@transaction.atomic(savepoint=False)  # raises only on database errors: inside begin_turn's transaction, no savepoint
+def do_start_turn(user, turn: PreparedTurn, charge: Charge | None = None, query_id=None) -> ChatQuery:
+    """Create the chat (for a first turn) and the query row (with `query_id` when given: the id its charges were
+    reserved with), which exists from the very start of the turn.
 
     The turn's charges are assigned to the row, so that whoever settles the turn when its instance died can still
     charge or return them (chat.generations.settle_orphan)."""
     request = turn.request
     chat = turn.chat
+    # The new query ends the branch shown, whichever way it comes (a new prompt, a regenerate, an edit): the chat's
+    # row names it (Chat.branch_leaf) in the write it has anyway.
+    query_id = query_id if query_id is not None else uuid.uuid4()
+    follows_shown = turn.version_of is None and turn.parent is None
+    client_turns = []  # a new chat's earlier turns, when the client sent them
     if chat is None:
         title = title_from_prompt(request.prompt)
         chat = Chat.objects.create(
@@ -392,29 +413,33 @@ def do_start_turn(user, turn: PreparedTurn, charge: Charge | None = None) -> Cha
             system_prompt=request.system_prompt or "",
             web_search=request.web_search,
             unlisted=request.unlisted or request.temporary,
+            branch_leaf=query_id,
         )
-        search.index_chats([chat.pk])  # an unlisted chat is never indexed
         if request.conversation and not request.unlisted:
-            _save_client_conversation(chat, request.conversation)
+            client_turns = _save_client_conversation(chat, request.conversation)
+        # The client's conversation, when stored, is one branch: the new prompt follows its last turn.
+        shown_leaf = client_turns[-1].pk if client_turns else None
     else:
+        # Read before the chat's row names the new query as the branch's end; from the stored leaf, so a turn's
+        # start costs the same whatever the chat's length.
+        shown_leaf = branches.shown_leaf_id(chat.pk) if follows_shown else None
         chat.model = turn.ai_model.name
         if request.system_prompt is not None:
             chat.system_prompt = request.system_prompt
         chat.web_search = request.web_search
-        chat.save(update_fields=["model", "system_prompt", "web_search", "updated_at"])
+        chat.branch_leaf = query_id
+        chat.save(update_fields=["model", "system_prompt", "web_search", "branch_leaf", "updated_at"])
     # A new prompt follows the branch on screen (the one the client shows, when it said which: `parent`, else the
     # selected one); a regenerate or edit is another version of its query's turn.
     has_turns = turn.chat is not None or bool(request.conversation)
-    follows_shown = turn.version_of is None and turn.parent is None
     if turn.version_of is not None:
         parent_id = turn.version_of.parent_id
     elif turn.parent is not None:
         parent_id = turn.parent.pk
     else:
-        # The selected branch's ids only, walked by index: a turn's start costs the same whatever the chat's length.
-        shown = branches.selected_path_ids(chat.pk) if has_turns else []
-        parent_id = shown[-1] if shown else None
+        parent_id = shown_leaf
     query = ChatQuery.objects.create(
+        id=query_id,
         chat=chat,
         parent_id=parent_id,
         prompt=request.prompt,
@@ -424,7 +449,9 @@ def do_start_turn(user, turn: PreparedTurn, charge: Charge | None = None) -> Cha
         status=ChatQuery.Status.STREAMING,
         metadata=_initial_metadata(turn),
     )
-    search.index_queries([query.pk])  # the prompt now; the answer when it ends (chat/pipeline.py ResponseWriter)
+    # A new chat's title, its client-sent turns and this prompt, in one write (an unlisted chat is never indexed);
+    # the answer when it ends (chat/pipeline.py _write_final: search.index_answer).
+    search.index_new(chat, [*client_turns, query], title=turn.chat is None)
     if has_turns and not follows_shown:
         # The new query becomes the version shown, and so does every turn above it. (A prompt after the branch
         # shown already is: it is the only child of that branch's last turn, and every turn above is chosen.)
@@ -438,9 +465,11 @@ def do_start_turn(user, turn: PreparedTurn, charge: Charge | None = None) -> Cha
     return query
 
 
-def _save_client_conversation(chat: Chat, conversation: tuple[dict, ...]) -> None:
+def _save_client_conversation(chat: Chat, conversation: tuple[dict, ...]) -> list[ChatQuery]:
     """A stored chat shows the conversation the client sent before its last prompt, as answered turns: each
-    run of user messages becomes one prompt, the assistant messages after it its answer."""
+    run of user messages becomes one prompt, the assistant messages after it its answer. Returns them, oldest
+    first (the caller indexes them with the new turn)."""
+    saved = []
     exchanges: list[list[list[str]]] = []
     for message in conversation:
         side = 0 if message["role"] == "user" else 1
@@ -462,20 +491,23 @@ def _save_client_conversation(chat: Chat, conversation: tuple[dict, ...]) -> Non
         )
         # Ordered before the new turn (history is ordered by created_at, which auto_now_add sets to now).
         ChatQuery.objects.filter(pk=query.pk).update(created_at=base + dt.timedelta(microseconds=position))
-        search.index_queries([query.pk])
+        saved.append(query)
+    return saved
 
 
 def _initial_metadata(turn: PreparedTurn) -> dict:
     metadata = {}
     if turn.request.end_user:
         metadata["endUser"] = turn.request.end_user
-    if turn.files:
-        metadata["files"] = [_file_summary(file.upload) for file in turn.files]
+    if turn.files or turn.files_again:
+        metadata["files"] = [*(_file_summary(file.upload) for file in turn.files), *turn.files_again]
     return metadata
 
 
 def _file_summary(upload: Upload) -> dict:
-    return {"name": upload.name, "kind": upload.kind, "mime": upload.mime, "size": len(upload.data)}
+    # sha256: a regenerate of this turn finds its images again among the chat's documents (chat/vision.py).
+    return {"name": upload.name, "kind": upload.kind, "mime": upload.mime, "size": len(upload.data),
+            "sha256": upload.sha256}
 
 
 def public_chat_cache_key(chat_id) -> str:
@@ -612,7 +644,7 @@ def chat_page(chats, before=None, limit=None, fields=CHAT_LIST_FIELDS, pinned_fi
     the number of chats (one row more than the page says whether another page follows), and one more for the
     page's tags."""
     size = parse_page_size(limit)
-    chats = chats.only(*fields).prefetch_related("tags")
+    chats = chats.only(*fields)
     chats = chats.order_by("-pinned", "-updated_at", "-id") if pinned_first else chats.order_by("-updated_at", "-id")
     if before not in (None, ""):
         at, chat_id, after_pinned = _parse_chat_cursor(before)
@@ -625,7 +657,20 @@ def chat_page(chats, before=None, limit=None, fields=CHAT_LIST_FIELDS, pinned_fi
             chats = chats.filter(later, pinned=False)
     rows = list(chats[: size + 1])
     page = rows[:size]
+    _read_tag_names(page)
     return ChatPage(page, chat_cursor(page[-1], pinned_first) if len(rows) > size else None)
+
+
+def _read_tag_names(chats: list[Chat]) -> None:
+    """Each chat's sorted tag names (Chat.tag_names), in one query over the chats' tag links: a prefetch would
+    build a related manager and a Tag object per chat and tag, most of a list page's cost."""
+    names: dict = {chat.pk: [] for chat in chats}
+    if chats:
+        links = Chat.tags.through.objects.filter(chat_id__in=list(names)).order_by("tag__name")
+        for chat_id, name in links.values_list("chat_id", "tag__name"):
+            names[chat_id].append(name)
+    for chat in chats:
+        chat.listed_tag_names = names[chat.pk]
 
 
 def chats_for_sidebar(user, before=None, limit=None) -> ChatPage:
@@ -701,6 +746,49 @@ def chat_history(chat: Chat, leaf_id=None) -> list[ChatQuery]:
     return branch
 
 
+class HistoryPage(list):
+    """A page of one branch of a chat (its queries, oldest first, each with its `versions`) and the cursor of the
+    turns before it (the id of its first query, for `before`; None: the page starts at the chat's first turn)."""
+
+    def __init__(self, turns, next_cursor: str | None):
+        super().__init__(turns)
+        self.next_cursor = next_cursor
+
+
+# A chat's history comes a page of turns at a time, newest first (a screen or two of them); `before` is the id of the
+# first query of the page below (HistoryPage.next_cursor).
+HISTORY_PAGE_SIZE = 20
+
+
+def chat_history_page(chat: Chat, leaf_id=None, before=None, limit=None, as_rows: bool = False) -> HistoryPage:
+    """The newest `limit` turns (default HISTORY_PAGE_SIZE, at most MAX_CHAT_PAGE_SIZE) of the branch shown, or of the
+    branch ending at `leaf_id` ("Answer not found." when not the chat's), or, with `before` (a page's nextCursor),
+    the turns above that query. Four SQL queries whatever the chat's length: the shown leaf (from the one stored on
+    the chat), the walk up from it (chat/branches.py history_walk, bounded by the page), the page's versions and
+    the page's tags; the turns before the page are never read. `as_rows`: the turns as plain rows
+    (chat.branches.WalkedRow, for ChatQuery.as_dict) rather than model instances, which cost more than the SQL."""
+    size = parse_page_size(limit) if limit not in (None, "") else HISTORY_PAGE_SIZE
+    if before not in (None, ""):
+        try:
+            end = parse_query_id(before)
+        except AnswerNotFound:
+            end = None
+        # The cursor's own query is read too (it ends the walk's first row), to know it is this chat's.
+        walk = branches.history_walk(end, branches.MAX_WALK_ROOM, max_turns=size + 1, as_rows=as_rows) if end else None
+        walk = walk.turns if walk else ()
+        if not walk or walk[-1].chat_id != chat.pk:
+            raise ChatError("before must be the nextCursor of a previous page of this chat.", code="invalid_cursor")
+        turns = list(walk[:-1])
+    else:
+        end = parse_query_id(leaf_id) if leaf_id is not None else branches.shown_leaf_id(chat.pk)
+        walk = branches.history_walk(end, branches.MAX_WALK_ROOM, max_turns=size, as_rows=as_rows) if end else None
+        turns = list(walk.turns) if walk else []
+        if leaf_id is not None and (not turns or turns[-1].chat_id != chat.pk):
+            raise AnswerNotFound()
+    more = bool(turns) and turns[0].parent_id is not None
+    return HistoryPage(branches.annotate_versions(chat.pk, turns), str(turns[0].pk) if more else None)
+
+
 def chat_history_showing(chat: Chat, query_id) -> list[ChatQuery]:
     """The branch that shows `query_id` (a search result's turn, perhaps a version not selected): its turns above,
     it, and the versions last shown below it, each with its `versions`; nothing is selected by looking."""
@@ -742,8 +830,10 @@ def do_select_version(user, chat_id, query_id) -> tuple[list[ChatQuery], list[Ch
         path = tree.path_to(query.pk)
         hidden = tree.descend(tree.chosen_child(query.parent_id))
         branches.select_path(query.chat_id, [q.pk for q in path])
+        below = tree.descend(tree.queries[query.pk])
+        branches.store_shown_leaf(query.chat_id, below[-1].pk)
         invalidate_public_chat(query.chat_id)
-    shown = tree.annotate(tree.descend(tree.queries[query.pk]))
+    shown = tree.annotate(below)
     return hidden, shown
 
 

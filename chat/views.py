@@ -29,12 +29,15 @@ def home(request):
 
 
 def _page_context(request, chat=None, queries=None) -> dict:
-    queries = queries if queries is not None else (list(services.chat_history(chat)) if chat else [])
-    for query in queries:
-        # A turn still streaming shows its saved text as text: the socket's replay appends to it, then renders it.
-        if query.status != query.Status.STREAMING:
-            query.answer_html = render_answer(query.id, query.response, query.metadata.get("sources"))
+    older_cursor = None
+    if queries is None and chat is not None:
+        # The newest turns of the branch shown; older ones load as the reader scrolls up (chat_turns).
+        page = services.chat_history_page(chat)
+        queries, older_cursor = list(page), page.next_cursor
+    queries = queries or []
+    _render_answers(queries)
     return {
+        "older_cursor": older_cursor,
         "chats": services.chats_for_sidebar(request.user),
         "folders": library.user_folders(request.user),
         "active_chat_id": str(chat.pk) if chat else "",
@@ -46,6 +49,13 @@ def _page_context(request, chat=None, queries=None) -> dict:
         "selected_model": chat.model if chat else default_model_name(),
         "web_search_unavailable": websearch.unavailable_reason(),
     }
+
+
+def _render_answers(queries) -> None:
+    for query in queries:
+        # A turn still streaming shows its saved text as text: the socket's replay appends to it, then renders it.
+        if query.status != query.Status.STREAMING:
+            query.answer_html = render_answer(query.id, query.response, query.metadata.get("sources"))
 
 
 def _owned_or_404(request, chat_id):
@@ -73,6 +83,23 @@ def chat_page(request, chat_id):
         except ChatError:
             queries = None  # a turn since deleted (or not of this chat): the chat as it is shown
     return render(request, "chat/page.html", _page_context(request, chat, queries))
+
+
+@login_required
+@require_GET
+def chat_turns(request, chat_id):
+    """The turns above ?before=<query id> on its branch, a page of them, oldest first, with the marker that loads
+    the page above them (what scrolling up to the top of the conversation loads)."""
+    chat = _owned_or_404(request, chat_id)
+    if not request.GET.get("before"):
+        return HttpResponse("before (the marker's cursor) is required.", status=400, content_type="text/plain")
+    try:
+        page = services.chat_history_page(chat, before=request.GET["before"])
+    except ChatError as exc:
+        return HttpResponse(exc.message, status=exc.status, content_type="text/plain; charset=utf-8")
+    _render_answers(page)
+    context = {"chat": chat, "queries": list(page), "older_cursor": page.next_cursor}
+    return render(request, "chat/_older_turns.html", context)
 
 
 @login_required
@@ -493,10 +520,12 @@ def _assistants_page(request, error: str = "", form: dict | None = None, status:
 
 
 def _assistant_page(request, assistant, error: str = "", status: int = 200) -> HttpResponse:
+    documents = assistants.assistant_documents(assistant)
     context = {
         "assistant": assistant,
         "mine": assistant.owner_id == request.user.pk,
-        "documents": assistants.assistant_documents(assistant),
+        "documents": documents,
+        "reading": any(document.status == "processing" for document in documents),
         "catalog": catalog(),
         "max_documents": assistants.MAX_DOCUMENTS,
         "error": error,
@@ -554,8 +583,20 @@ def delete_assistant(request, assistant_id):
 
 @login_required
 @require_POST
+def delete_assistant_document(request, assistant_id, document_id):
+    assistant = _visible_assistant_or_404(request, assistant_id)
+    try:
+        assistants.do_delete_document(request.user, assistant_id, document_id)
+    except ChatError as exc:
+        return _assistant_page(request, assistant, exc.message, exc.status)
+    return redirect("chat:assistant", assistant.pk)
+
+
+@login_required
+@require_POST
 def add_assistant_documents(request, assistant_id):
-    """Read the uploaded files into the assistant (in this request: the page shows each file's status after)."""
+    """Take the uploaded files into the assistant; they are read in the background (the page shows each file's
+    status, and follows it while any is being read)."""
     assistant = _visible_assistant_or_404(request, assistant_id)
     try:
         files = [(file.name, file.read()) for file in request.FILES.getlist("files")]

@@ -16,7 +16,10 @@ from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
+from django.middleware.csrf import CsrfViewMiddleware
+from django.middleware.security import SecurityMiddleware
 from django_prometheus.middleware import PrometheusAfterMiddleware, PrometheusBeforeMiddleware
 from whitenoise.middleware import WhiteNoiseMiddleware
 
@@ -122,3 +125,49 @@ class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):
         if static_file is not None:
             return self.serve(static_file, request)
         return await self.get_response(request)
+
+
+class AsyncSecurityMiddleware(HooksOnTheLoop, SecurityMiddleware):
+    pass  # headers and the HTTPS redirect only
+
+
+class AsyncXFrameOptionsMiddleware(HooksOnTheLoop, XFrameOptionsMiddleware):
+    pass  # one header
+
+
+class AsyncCsrfViewMiddleware(HooksOnTheLoop, CsrfViewMiddleware):
+    """With the CSRF secret in a cookie (CSRF_USE_SESSIONS off), reading and setting it is header work. The check
+    itself may read the request's form body (request.POST: parsing, maybe from a temporary file), so it runs on the
+    loop only where Django decides without it: a view marked csrf_exempt (django-ninja's operations are; ninja
+    checks CSRF itself for session callers, in their thread), or a safe method. Otherwise it goes to a thread."""
+
+    def __init__(self, get_response):
+        super().__init__(get_response)
+        if self.async_mode:
+            check = CsrfViewMiddleware.process_view.__get__(self)
+
+            async def process_view(self, request, callback, callback_args, callback_kwargs):
+                if (
+                    getattr(request, "csrf_processing_done", False)
+                    or getattr(callback, "csrf_exempt", False)
+                    or request.method in ("GET", "HEAD", "OPTIONS", "TRACE")
+                ):
+                    return check(request, callback, callback_args, callback_kwargs)
+                return await sync_to_async(check, thread_sensitive=True)(
+                    request, callback, callback_args, callback_kwargs
+                )
+
+            self.process_view = types.MethodType(process_view, self)
+
+
+def on_the_loop_equivalents() -> dict[str, str]:
+    """Django's middleware that settings.MIDDLEWARE names by their own dotted paths (`check --deploy` looks for those
+    names) and the subclasses above that the ASGI handler runs instead (core/asgi_handler.py): the same hooks, on
+    the event loop. CSRF only while its secret lives in a cookie: in the session, reading it is a database query."""
+    equivalents = {
+        "django.middleware.security.SecurityMiddleware": "core.async_middleware.AsyncSecurityMiddleware",
+        "django.middleware.clickjacking.XFrameOptionsMiddleware": "core.async_middleware.AsyncXFrameOptionsMiddleware",
+    }
+    if not settings.CSRF_USE_SESSIONS:
+        equivalents["django.middleware.csrf.CsrfViewMiddleware"] = "core.async_middleware.AsyncCsrfViewMiddleware"
+    return equivalents

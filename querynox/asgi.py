@@ -1,9 +1,17 @@
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "querynox.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # what django.core.asgi.get_asgi_application does before making its handler
+
+from django.conf import settings  # noqa: E402
+
+from core.asgi_handler import PooledThreadASGIHandler  # noqa: E402
+
+# Django's ASGIHandler, except that requests reuse a few worker threads (and their database connections) instead of
+# starting a thread and a connection each: core/asgi_handler.py.
+django_asgi_app = PooledThreadASGIHandler(keep_idle=settings.REQUEST_THREADS_KEEP_IDLE)
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
 

@@ -85,13 +85,24 @@ TEMPLATES = [
     },
 ]
 
+# Persistent connections: under ASGI each request borrows a worker thread from a pool (core/asgi_handler.py), and a
+# connection belongs to its thread, so a connection now serves request after request instead of one request each
+# (on SQLite a new connection per request, and its close checkpointing the WAL, were a third of a small request's
+# CPU). Django still closes one past its age, after errors, or failing its health check, at each request's start and
+# end. At most REQUEST_THREADS_KEEP_IDLE idle threads (and so connections) per process stay open between requests,
+# none unused for a minute; threads for more concurrent requests are made as needed and retired, their connections
+# closed. The default is persistent on SQLite only (a connection there is a file handle). On PostgreSQL it stays 0
+# (a server connection per request): set DB_CONN_MAX_AGE, keeping replicas × REQUEST_THREADS_KEEP_IDLE (+ concurrent
+# requests) under max_connections, or DB_POOL_MAX_SIZE (below).
+_database_url = env_str("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=env_int("DB_CONN_MAX_AGE", 0, minimum=0),
+        _database_url,
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 300 if _database_url.startswith("sqlite:") else 0, minimum=0),
         conn_health_checks=True,
     )
 }
+REQUEST_THREADS_KEEP_IDLE = env_int("REQUEST_THREADS_KEEP_IDLE", 32, minimum=0)
 # A connection pool per process (PostgreSQL only): each daphne worker then reuses a few warm connections
 # instead of opening one per request. Django requires CONN_MAX_AGE=0 with a pool.
 DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 0, minimum=0)

@@ -19,7 +19,7 @@ from PIL import Image
 
 from rag.types import FileRejected, Upload
 
-ACCEPTED_TYPES = "PDF, JPG, PNG, GIF, BMP, TIFF, plain text and Markdown"
+ACCEPTED_TYPES = "PDF, JPG, PNG, GIF, WebP, BMP, TIFF, plain text and Markdown"
 
 # PDFium is not thread-safe, not even across different documents: every call into pypdfium2 (here and in
 # rag.extract, and anywhere else in the project) must hold this lock. Hold it per page, never around OCR.
@@ -36,6 +36,8 @@ _IMAGE_SIGNATURES = (
     (b"II*\x00", "TIFF", "image/tiff"),
     (b"MM\x00*", "TIFF", "image/tiff"),
 )
+# WebP is a RIFF container: "RIFF", the size (4 bytes), then "WEBP".
+_WEBP_MAGIC = (b"RIFF", b"WEBP")
 # "BM" alone is too weak a signature (plain text may start with it); a real BMP also has a known DIB header size.
 _BMP_DIB_HEADER_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}
 
@@ -62,6 +64,7 @@ _NAME_SUFFIX_LABELS = {
     ".jpg": "a JPEG image",
     ".jpeg": "a JPEG image",
     ".gif": "a GIF image",
+    ".webp": "a WebP image",
     ".bmp": "a BMP image",
     ".tif": "a TIFF image",
     ".tiff": "a TIFF image",
@@ -214,6 +217,8 @@ def _sniff_image(data: bytes) -> tuple[str, str] | None:
     for signature, pillow_format, mime in _IMAGE_SIGNATURES:
         if data.startswith(signature):
             return pillow_format, mime
+    if data.startswith(_WEBP_MAGIC[0]) and data[8:12] == _WEBP_MAGIC[1]:
+        return "WEBP", "image/webp"
     if data.startswith(b"BM") and len(data) >= 18 and int.from_bytes(data[14:18], "little") in _BMP_DIB_HEADER_SIZES:
         return "BMP", "image/bmp"
     return None
@@ -272,8 +277,6 @@ def _unsupported_message(name: str, data: bytes) -> str:
         what = next((label for member, label in _OFFICE_ZIP_MEMBERS if member in data), what)
     if what is None and data[4:8] == b"ftyp":
         what = "an HEIC image or a video" if data[8:12] in (b"heic", b"heix", b"mif1", b"msf1") else "a video"
-    if what is None and data.startswith(b"RIFF") and data[8:12] == b"WEBP":
-        what = "a WebP image"
     if what is None and b"\x00" not in data[:8192] and _mostly_ascii(data[:8192]):
         return f'"{name}" is a text file that is not UTF-8 encoded. Save it as UTF-8 and upload it again.'
 

@@ -8,6 +8,7 @@ bench/rag_retrieval.py for the numbers at 100k chunks). Chunk texts are not kept
 are read from the database by id.
 """
 
+import hashlib
 import logging
 import math
 import re
@@ -22,7 +23,7 @@ import numpy as np
 from django.conf import settings
 from django.db.models import Count, Max
 
-from rag.embeddings import EmbeddingError, get_embedder
+from rag.embeddings import EmbeddingError, get_embedder, reranker_for
 from rag.models import EMBEDDING_DTYPE, Chunk, Document
 from rag.types import Hit
 
@@ -43,6 +44,13 @@ BM25_B = 0.75
 LEXICAL_WEIGHT = 0.3
 # Candidates kept for the diversity pass and the token budget.
 CANDIDATES = 100
+# With a coarse embedder (the static model), the best candidates re-scored by its finer reranker (MiniLM) at
+# query time: their chunks' vectors come from a per-process cache, else are computed then (~45 ms a chunk, once).
+# With the static model, the answer of each of the 40 questions of testsupport/rag_questions.py is within the
+# coarse top 7, and depths 6-30 all keep MiniLM's recall (bench/README.md): 20 leaves a margin.
+RERANK_DEPTH = 20
+# Reranker vectors kept per process (1.5 KiB each for MiniLM): the chunks recent queries re-ranked.
+RERANK_CACHE_CHUNKS = 50_000
 
 # Letters and digits, with inner apostrophes kept ("priya's" stems to "priya", not "priya" + "s").
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
@@ -147,10 +155,37 @@ class ChatIndex:
             else:
                 scores += similarities
             top = _top(np.arange(self.size), scores, CANDIDATES)
+            reranker = reranker_for(embedding_model)
+            if reranker is not None and top:
+                return self._reranked(query, top, scores, group, similarities, reranker)
         else:
             matching = np.flatnonzero(scores)
             top = _top(matching, scores[matching], CANDIDATES)
         return [(row, float(scores[row])) for row in top]
+
+    def _reranked(self, query, top, scores, group, similarities, reranker) -> list[tuple]:
+        """The RERANK_DEPTH best of `top` re-scored with the reranker's cosine in place of the coarse one (the
+        lexical part stays), best first, then the rest in their order, shifted below them so scores stay sorted.
+        If the reranker fails, the coarse ranking stands."""
+        head = np.asarray(top[:RERANK_DEPTH])
+        positions = np.searchsorted(group.rows, head)
+        positions = np.minimum(positions, len(group.rows) - 1)
+        has_vector = group.rows[positions] == head
+        coarse = np.where(has_vector, similarities[positions], float(similarities.mean()))
+        try:
+            fine_query = _fine_query_vector(reranker, query)
+            fine = _fine_chunk_vectors(reranker, [int(self.chunk_ids[row]) for row in head]) @ fine_query
+        except EmbeddingError as exc:
+            logger.warning("re-ranking failed; coarse ranking kept", extra={"reason": str(exc)})
+            return [(row, float(scores[row])) for row in top]
+        rescored = scores[head] - coarse + fine
+        order = np.lexsort((head, -rescored))
+        ranked = [(int(head[i]), float(rescored[i])) for i in order]
+        tail = top[RERANK_DEPTH:]
+        if tail:
+            shift = min(0.0, ranked[-1][1] - float(scores[tail[0]]))
+            ranked += [(row, float(scores[row]) + shift) for row in tail]
+        return ranked
 
 
 def _top(candidates: np.ndarray, scores: np.ndarray, depth: int) -> list[int]:
@@ -245,6 +280,54 @@ def build_index(chat_id, version: tuple = (), scope: str = CHAT) -> ChatIndex:
     )
 
 
+# --- the reranker's vectors ---------------------------------------------------------------------------------
+
+_fine_cache: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+_fine_lock = threading.Lock()
+
+
+def _fine_query_vector(reranker, query: str) -> np.ndarray:
+    # Merged retrieval ranks each index in turn with the same query: embed it once.
+    key = (reranker.name, "query", query)
+    with _fine_lock:
+        vector = _fine_cache.get(key)
+    if vector is None:
+        vector = reranker.embed([query])[0]
+        _remember({key: vector})
+    return vector
+
+
+def _fine_chunk_vectors(reranker, chunk_ids: list[int]) -> np.ndarray:
+    """(len(chunk_ids), reranker.dimensions): cached, or embedded now from the chunks' text (as ingest embeds it:
+    the heading too when the text does not start with it). Cached by the text's digest, not the chunk's id (ids of
+    a flushed test database come back). A chunk deleted meanwhile gets a zero vector."""
+    rows = Chunk.objects.filter(id__in=chunk_ids).values_list("id", "heading", "text")
+    digests = {}
+    texts = {}
+    for chunk_id, heading, text in rows:
+        source = text if not heading or heading in text[: len(heading) + 8] else f"{heading}\n{text}"
+        digests[chunk_id] = (reranker.name, hashlib.blake2b(source.encode(), digest_size=16).digest())
+        texts[digests[chunk_id]] = source
+    with _fine_lock:
+        found = {key: _fine_cache[key] for key in texts if key in _fine_cache}
+        for key in found:
+            _fine_cache.move_to_end(key)
+    missing = [key for key in texts if key not in found]
+    if missing:
+        computed = dict(zip(missing, reranker.embed([texts[key] for key in missing]), strict=True))
+        _remember(computed)
+        found.update(computed)
+    zero = np.zeros(reranker.dimensions, dtype=np.float32)
+    return np.array([found[digests[i]] if i in digests else zero for i in chunk_ids], dtype=np.float32)
+
+
+def _remember(vectors: dict) -> None:
+    with _fine_lock:
+        _fine_cache.update(vectors)
+        while len(_fine_cache) > RERANK_CACHE_CHUNKS:
+            _fine_cache.popitem(last=False)
+
+
 # --- the per-process cache of chat indexes ------------------------------------------------------------------
 
 _cache: "OrderedDict[str, ChatIndex]" = OrderedDict()
@@ -312,6 +395,8 @@ def clear_cache() -> None:
     with _cache_lock:
         _cache.clear()
         _build_locks.clear()
+    with _fine_lock:
+        _fine_cache.clear()
 
 
 # --- retrieval ----------------------------------------------------------------------------------------------
@@ -340,6 +425,11 @@ def retrieve(
         return []
     embedder = get_embedder()
     query_vector = None
+    if not any(embedder.name in index.vectors for index in indexes) and embedder.reranker is not None:
+        # Documents ingested before the local embedder became the static model carry MiniLM's own vectors: query
+        # them with MiniLM rather than by words alone.
+        if any(embedder.reranker.name in index.vectors for index in indexes):
+            embedder = embedder.reranker
     if any(embedder.name in index.vectors for index in indexes):
         try:
             query_vector = embedder.embed([query])[0]

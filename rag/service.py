@@ -38,19 +38,35 @@ def ingest(chat, upload: Upload, progress: Progress | None = None) -> Document:
     text, or when the embedder cannot be reached (code "embedding_unavailable", status 503). Two requests with the
     same file in the same chat: one processes it, the other waits and returns the same Document."""
     report = progress or _ignore
-    document = _claim(chat, upload, report)
+    document, _ = _claim(chat, upload, report)
     if document.status == Document.Status.READY:
         return document
+    return process_claimed(document, upload, report)
+
+
+def claim(target, upload: Upload) -> tuple[Document, bool]:
+    """The target's Document for `upload` without waiting: (document, True) when this call now owns it (status
+    processing: read it with process_claimed, later or elsewhere), (document, False) when it is ready or another
+    worker is reading it already."""
+    return _claim(target, upload, _ignore, wait=False)
+
+
+def process_claimed(document: Document, upload: Upload, progress: Progress | None = None) -> Document:
+    """Read a Document this caller claimed (claim, or ingest's own claim): extract, chunk, embed, store; raises as
+    ingest does. A document deleted meanwhile raises DocumentGone, and nothing of it is stored."""
+    report = progress or _ignore
     heartbeat = _Heartbeat(document.pk)
     try:
         if not _copy_from_earlier_upload(document, upload, report):
             _process(document, upload, report, heartbeat)
+    except DocumentGone:
+        raise
     except FileRejected as exc:
-        _mark_failed(document, exc.message)
+        _mark_failed(document, exc.message, upload)
         raise
     except EmbeddingError as exc:
         message = f'"{upload.name}" could not be indexed: {exc}'
-        _mark_failed(document, message)
+        _mark_failed(document, message, upload)
         raise FileRejected(message, code="embedding_unavailable", status=503) from exc
     except Exception:
         logger.exception("ingest failed", extra={"document": document.pk})
@@ -72,6 +88,20 @@ def chat_has_documents(chat_id, collection_ids=()) -> bool:
     if collection_ids:
         where |= Q(collection_id__in=list(collection_ids))
     return Document.objects.filter(where, status=Document.Status.READY).exists()
+
+
+def documents_being_read(collection_ids) -> list[str]:
+    """The names of the collections' documents still being read (not abandoned), oldest first."""
+    if not collection_ids:
+        return []
+    fresh = timezone.now() - timedelta(seconds=settings.RAG_INGEST_STALE_SECONDS)
+    return list(
+        Document.objects.filter(
+            collection_id__in=list(collection_ids), status=Document.Status.PROCESSING, updated_at__gte=fresh
+        )
+        .order_by("created_at", "id")
+        .values_list("name", flat=True)
+    )
 
 
 def documents_for_collection(collection_id) -> list[Document]:
@@ -96,8 +126,13 @@ def _ignore(message: str) -> None:
     pass
 
 
-def _claim(target, upload: Upload, report: Progress) -> Document:
-    """The chat's Document for this file: a ready one, or one that this call now owns (status processing).
+class DocumentGone(Exception):
+    """The document was deleted while it was being read."""
+
+
+def _claim(target, upload: Upload, report: Progress, wait: bool = True) -> tuple[Document, bool]:
+    """The chat's Document for this file, and whether this call owns it: a ready one (False), or one that this
+    call now owns (status processing, True); with `wait` false, one another worker is reading (False) too.
 
     The unique (chat, sha256) constraint decides races: whoever creates the row processes the file; the others
     wait for it, and take it over only when it failed or its worker stopped renewing it (crashed)."""
@@ -108,19 +143,22 @@ def _claim(target, upload: Upload, report: Progress) -> Document:
         if document is None:
             try:
                 with transaction.atomic():
-                    return Document.objects.create(
-                        **scope,
-                        name=upload.name[:255],
-                        kind=upload.kind,
-                        mime=upload.mime,
-                        sha256=upload.sha256,
-                        size=len(upload.data),
+                    return (
+                        Document.objects.create(
+                            **scope,
+                            name=upload.name[:255],
+                            kind=upload.kind,
+                            mime=upload.mime,
+                            sha256=upload.sha256,
+                            size=len(upload.data),
+                        ),
+                        True,
                     )
             except IntegrityError:
                 continue  # another request created it a moment ago: look again
         if document.status == Document.Status.READY:
             report(f"{document.name} is already in this {'collection' if 'collection' in scope else 'chat'}")
-            return document
+            return document, False
         stale = timezone.now() - document.updated_at > timedelta(seconds=settings.RAG_INGEST_STALE_SECONDS)
         if document.status == Document.Status.FAILED or stale:
             # Conditional on what we read, so of several requests retrying at once exactly one takes it.
@@ -137,8 +175,10 @@ def _claim(target, upload: Upload, report: Progress) -> Document:
             )
             if taken:
                 document.refresh_from_db()
-                return document
+                return document, True
             continue
+        if not wait:
+            return document, False
         if not told_to_wait:
             report(f"{document.name} is being read for another message; waiting for it")
             told_to_wait = True
@@ -219,7 +259,6 @@ def _copy_from_earlier_upload(document: Document, upload: Upload, report: Progre
 
 
 def _store(document, upload, drafts, vectors, pages, notes, embedder_name) -> None:
-    file_name = _stored_file(document, upload)
     chunks = [
         Chunk(
             document=document,
@@ -235,6 +274,10 @@ def _store(document, upload, drafts, vectors, pages, notes, embedder_name) -> No
         for index, (draft, vector) in enumerate(zip(drafts, vectors, strict=True))
     ]
     with transaction.atomic():
+        # Locked, so a delete waits for this to commit (and takes the chunks along); one already done is final.
+        if not Document.objects.select_for_update().filter(pk=document.pk).exists():
+            raise DocumentGone()
+        file_name = _stored_file(document, upload)  # not before: a deleted document's file would be left behind
         Chunk.objects.filter(document=document).delete()  # leftovers of an abandoned attempt
         Chunk.objects.bulk_create(chunks, batch_size=500)
         document.status = Document.Status.READY
@@ -263,9 +306,15 @@ def _stored_file(document: Document, upload: Upload) -> str:
     return document.file.name
 
 
-def _mark_failed(document: Document, message: str) -> None:
-    Document.objects.filter(pk=document.pk).update(
-        status=Document.Status.FAILED, error=message, updated_at=timezone.now()
-    )
+def _mark_failed(document: Document, message: str, upload: Upload | None = None) -> None:
+    """Failed, saying why. An image's original is kept even so (`upload`): a photo with no text to read is still
+    shown to a model that sees images, again when its turn is regenerated (chat/vision.py images_of_query)."""
+    fields = {"status": Document.Status.FAILED, "error": message, "updated_at": timezone.now()}
+    if upload is not None and upload.kind == "image":
+        try:
+            fields["file"] = _stored_file(document, upload)
+        except Exception:  # the failure is what the user must hear about; a missing copy is only logged
+            logger.warning("could not store a failed image's original", exc_info=True)
+    Document.objects.filter(pk=document.pk).update(**fields)
     document.status = Document.Status.FAILED
     document.error = message

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Container entry point: wait for the database (backoff, then a clear error), apply migrations, then run the command
-# (daphne by default; see the Dockerfile's CMD).
+# (querynox.uvicorn_server by default; see the Dockerfile's CMD).
 #
 # MIGRATE_ON_START (default true): compose.yaml migrates once, in its `migrate` service, and turns this off on the
 # app replicas, because two instances migrating one PostgreSQL at the same moment collide on the same CREATE TABLE.

@@ -182,7 +182,7 @@ def screenshot(page, name: str):
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
 
 
-def start_emulator_server(work_dir: Path, emulator_url: str):
+def start_emulator_server(work_dir: Path, emulator_url: str, server: str = "daphne"):
     """A real daphne (testsupport/live.py) whose catalog answers with the emulator's OpenAI API: no local model is
     loaded, no chat naming or fallback calls; file embeddings come from the emulator too (its OpenAI key is set)."""
     from testsupport.live import LiveServer
@@ -203,4 +203,4 @@ def start_emulator_server(work_dir: Path, emulator_url: str):
         "LOCAL_MODEL_PRELOAD": "false",
         "LOCAL_MODEL_THREADS": "1",
     }
-    return LiveServer(work_dir, extra_env=env).start()
+    return LiveServer(work_dir, extra_env=env, server=server).start()

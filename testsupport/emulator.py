@@ -435,7 +435,27 @@ def _decode_base64(data) -> bytes:
         raise BadImage("image data is not valid base64") from None
 
 
-def _image(index: int, mime, data: bytes) -> dict:
+# The image types each API takes (its documentation), and the bytes each type starts with: an image of another
+# type, or whose bytes are not what its declared type says, is refused (400) as the provider would.
+ACCEPTED_IMAGE_TYPES = {
+    "openai": ("image/png", "image/jpeg", "image/webp", "image/gif"),
+    "anthropic": ("image/png", "image/jpeg", "image/webp", "image/gif"),
+    "gemini": ("image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"),
+}
+_IMAGE_MAGIC = {
+    "image/png": lambda data: data.startswith(b"\x89PNG\r\n\x1a\n"),
+    "image/jpeg": lambda data: data.startswith(b"\xff\xd8\xff"),
+    "image/gif": lambda data: data[:6] in (b"GIF87a", b"GIF89a"),
+    "image/webp": lambda data: data.startswith(b"RIFF") and data[8:12] == b"WEBP",
+}
+
+
+def _image(index: int, mime, data: bytes, api: str | None = None) -> dict:
+    if api is not None:
+        if mime not in ACCEPTED_IMAGE_TYPES.get(api, ACCEPTED_IMAGE_TYPES["openai"]):
+            raise BadImage(f"{api} does not accept images of type {mime}")
+        if mime in _IMAGE_MAGIC and not _IMAGE_MAGIC[mime](data):
+            raise BadImage(f"the image's bytes are not {mime}")
     return {"message": index, "mime": mime, "data": base64.b64encode(data).decode(), "bytes": len(data)}
 
 
@@ -457,7 +477,7 @@ def images_in(api: str, messages: list) -> list[dict]:
                     raise BadImage("image_url.url is required")
                 match = re.fullmatch(r"data:([^;,]+);base64,(.*)", url, re.DOTALL)
                 if match:
-                    found.append(_image(index, match.group(1), _decode_base64(match.group(2))))
+                    found.append(_image(index, match.group(1), _decode_base64(match.group(2)), api))
                 elif url.startswith(("http://", "https://")):
                     found.append({"message": index, "url": url})
                 else:
@@ -466,13 +486,13 @@ def images_in(api: str, messages: list) -> list[dict]:
                 source = part.get("source") or {}
                 if source.get("type") != "base64" or not source.get("media_type"):
                     raise BadImage("image source must be {type: base64, media_type, data}")
-                found.append(_image(index, source["media_type"], _decode_base64(source.get("data"))))
+                found.append(_image(index, source["media_type"], _decode_base64(source.get("data")), api))
             elif api == "gemini" and ("inlineData" in part or "inline_data" in part):
                 inline = part.get("inlineData") or part.get("inline_data") or {}
                 mime = inline.get("mimeType") or inline.get("mime_type")
                 if not mime:
                     raise BadImage("inlineData.mimeType is required")
-                found.append(_image(index, mime, _decode_base64(inline.get("data"))))
+                found.append(_image(index, mime, _decode_base64(inline.get("data")), api))
     return found
 
 

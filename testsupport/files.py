@@ -118,11 +118,13 @@ def _wrap(line: str, font: ImageFont.FreeTypeFont, max_width: int) -> list[str]:
 
 
 def make_image(text: str, fmt: str = "PNG", width: int = 900) -> bytes:
-    """`text` drawn into an image file of format `fmt` (PNG, JPEG, GIF, BMP, TIFF); "" gives a blank image."""
+    """`text` drawn into an image file of format `fmt` (PNG, JPEG, GIF, WEBP, BMP, TIFF); "" gives a blank image."""
     image = render_text_image(text, width=width)
     buffer = io.BytesIO()
     if fmt.upper() in ("JPEG", "JPG"):
         image.convert("RGB").save(buffer, format="JPEG", quality=90)
+    elif fmt.upper() == "WEBP":
+        image.save(buffer, format="WEBP", lossless=True)  # lossy WebP blurs small text for OCR
     else:
         image.save(buffer, format=fmt.upper())
     return buffer.getvalue()
@@ -138,7 +140,8 @@ def make_multiframe_image(frames: list[str], fmt: str = "GIF", width: int = 900)
         canvas.paste(image, (0, 0))
         padded.append(canvas.convert("P") if fmt.upper() == "GIF" else canvas)
     buffer = io.BytesIO()
-    padded[0].save(buffer, format=fmt.upper(), save_all=True, append_images=padded[1:])
+    extra = {"lossless": True} if fmt.upper() == "WEBP" else {}
+    padded[0].save(buffer, format=fmt.upper(), save_all=True, append_images=padded[1:], **extra)
     return buffer.getvalue()
 
 

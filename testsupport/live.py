@@ -1,4 +1,4 @@
-"""A real QueryNox server for end-to-end tests and benchmarks: daphne in a subprocess on loopback.
+"""A real QueryNox server for end-to-end tests and benchmarks: daphne (or uvicorn) in a subprocess on loopback.
 
 The server runs exactly as deployed with embedded defaults (DEBUG off, the real local CPU model, no provider
 keys), against its own temporary SQLite file, so what a test sees over HTTP and WebSocket is what a user gets.
@@ -23,6 +23,8 @@ from testsupport.http import free_port
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
+# LiveServer(server=...): daphne as `make run` starts it (querynox/server.py), or uvicorn as the Dockerfile does.
+SERVER_MODULES = {"daphne": "querynox.server", "uvicorn": "querynox.uvicorn_server"}
 
 # Anything that would switch the server off its embedded defaults (a provider, a shared database or channel layer)
 # or off plain http://127.0.0.1 (secure-only cookies, other hosts).
@@ -83,7 +85,10 @@ class LiveServerError(RuntimeError):
 class LiveServer:
     """One daphne process serving querynox.asgi on 127.0.0.1 and a free port, with its own database."""
 
-    def __init__(self, work_dir: Path, extra_env: dict[str, str] | None = None):
+    def __init__(self, work_dir: Path, extra_env: dict[str, str] | None = None, server: str = "daphne"):
+        if server not in SERVER_MODULES:
+            raise LiveServerError(f"unknown server {server!r}: one of {', '.join(SERVER_MODULES)}")
+        self.server = server
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.work_dir / "db.sqlite3"
@@ -176,11 +181,13 @@ class LiveServer:
 
     def _spawn(self) -> None:
         self._log_file = open(self.log_path, "ab")  # closed in stop()
-        self.process = subprocess.Popen(
-            [
+        if self.server == "uvicorn":  # the Dockerfile's server (querynox/uvicorn_server.py)
+            command = [sys.executable, "-m", "querynox.uvicorn_server", "--host", HOST, "--port", str(self.port)]
+        else:
+            command = [
                 sys.executable,
                 "-m",
-                "querynox.server",  # daphne with request bodies bounded, as deployed
+                "querynox.server",  # daphne with request bodies bounded, as `make run` starts it
                 "-b",
                 HOST,
                 "-p",
@@ -188,7 +195,9 @@ class LiveServer:
                 "--application-close-timeout",
                 "5",
                 "querynox.asgi:application",
-            ],
+            ]
+        self.process = subprocess.Popen(
+            command,
             cwd=BASE_DIR,
             env=self.env,
             stdin=subprocess.DEVNULL,

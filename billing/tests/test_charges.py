@@ -5,7 +5,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connections, transaction
+from django.db import connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
 
 from billing import charges
 from billing.models import Charge, UsageEntry, UsagePeriod
@@ -209,3 +210,46 @@ def test_staff_see_charges_read_only(owner, admin_client):
     charge = Charge.objects.get()
     admin_client.post(f"/admin/billing/charge/{charge.pk}/change/", {"state": "released"})
     assert Charge.objects.get().state == "held"
+
+
+def test_a_settlement_ledgers_the_query_stored_on_the_charge_whatever_its_copy_says(owner, priced_model):
+    chat = Chat.objects.create(owner=owner, title="t", model=priced_model.name)
+    query = ChatQuery.objects.create(chat=chat, prompt="p", model=priced_model.name)
+    (charge,) = charges.do_reserve(owner, ["chat"])  # this copy was taken before the query existed
+    charges.do_assign_to_query([Charge.objects.get(pk=charge.pk)], query.pk)  # assigned through another copy
+
+    assert charges.do_settle_turn(charge, produced=True, model=priced_model, input_tokens=1, output_tokens=2)
+
+    entry = UsageEntry.objects.get()
+    assert entry.chat_query_id == query.pk
+    assert (charge.chat_query_id, charge.entry) == (query.pk, entry)
+    assert Charge.objects.values_list("state", "entry_id").get(pk=charge.pk) == ("settled", entry.pk)
+
+
+def test_a_charge_whose_chat_was_deleted_mid_turn_is_ledgered_without_its_query(owner, priced_model):
+    chat = Chat.objects.create(owner=owner, title="t", model=priced_model.name)
+    query = ChatQuery.objects.create(chat=chat, prompt="p", model=priced_model.name)
+    (charge,) = charges.do_reserve(owner, ["chat"], chat_query_id=query.pk)
+    chat.delete()  # the charge stays, its query set null; this copy still names it
+
+    assert charges.do_settle_turn(charge, produced=True, model=priced_model, input_tokens=1, output_tokens=2)
+
+    assert UsageEntry.objects.get().chat_query_id is None
+    assert charge.chat_query_id is None
+
+
+def test_reserving_and_settling_a_turn_take_two_statements_each(owner, priced_model):
+    charges.do_reserve(owner, ["chat"])  # the month's first use creates its row
+
+    with CaptureQueriesContext(connection) as reserving:
+        (charge,) = charges.do_reserve(owner, ["chat"])
+    with CaptureQueriesContext(connection) as settling:
+        charges.do_settle_turn(charge, produced=True, model=priced_model, input_tokens=1, output_tokens=2)
+
+    def statements(captured):  # the transaction's own BEGIN and COMMIT left out (SQLite logs them, PostgreSQL not)
+        sql = [query["sql"] for query in captured.captured_queries]
+        return [line for line in sql if line != "COMMIT" and not line.startswith("BEGIN")]
+
+    assert len(statements(reserving)) == 2, statements(reserving)  # the counter (RETURNING its row), the charge
+    assert len(statements(settling)) == 2, statements(settling)  # the ledger row, the charge (RETURNING its query)
+    assert used(owner) == 2 and UsageEntry.objects.count() == 1

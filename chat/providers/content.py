@@ -2,7 +2,7 @@
 
 A message's `content` is text (a str, as almost always), or a list of parts:
   {"type": "text", "text": str}
-  {"type": "image", "mime": "image/png" | "image/jpeg", "data": bytes}   (chat/vision.py prepares these)
+  {"type": "image", "mime": "image/png" | "image/jpeg" | "image/webp", "data": bytes}   (chat/vision.py prepares these)
 Only models the catalog marks `vision` are sent image parts; every other model gets `text_only(messages)`."""
 
 import base64

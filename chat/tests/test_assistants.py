@@ -11,6 +11,7 @@ from billing.models import UsagePeriod
 from chat import assistants
 from chat.models import Assistant, Chat
 from chat.services import usable_collection_ids
+from chat.tests.test_assistant_documents import wait_until_read
 from rag.files import check_upload
 from rag.models import Chunk, Collection, Document
 from rag.retrieval import retrieve
@@ -48,7 +49,9 @@ def assistant(scripted, owner):
 
 @pytest.fixture
 def with_document(assistant, owner):
-    (document,) = assistants.do_add_documents(owner, assistant.pk, [("guide.pdf", GUIDE)])
+    # Read now, in this thread (the test's transaction is invisible to the background reader).
+    (document,) = assistants.do_add_documents(owner, assistant.pk, [("guide.pdf", GUIDE)], assistants.read_documents)
+    document.refresh_from_db()
     assert document.status == Document.Status.READY
     assistant.refresh_from_db()
     return assistant, document
@@ -143,17 +146,20 @@ def test_a_too_long_system_prompt_is_refused(scripted, owner):
 # --- documents: read once, charged once, never copied ----------------------------------------------------------
 
 
-def test_documents_are_uploaded_from_the_page_and_charged_once(assistant, owner, owner_client):
+@pytest.mark.django_db(transaction=True)
+def test_documents_are_uploaded_from_the_page_read_in_the_background_and_charged_once(assistant, owner, owner_client):
     response = owner_client.post(f"/chat/assistants/{assistant.pk}/documents/", {"files": [pdf()]})
 
     assert response.status_code == 302
     assistant.refresh_from_db()
+    wait_until_read(assistant.collection_id)
     (document,) = Document.objects.filter(collection_id=assistant.collection_id)
     assert (document.status, document.pages, document.chat_id) == ("ready", 2, None)
     assert file_uses(owner) == 1
     assert "guide.pdf" in text_of(owner_client.get(f"/chat/assistants/{assistant.pk}/"), "assistant-documents")
 
     owner_client.post(f"/chat/assistants/{assistant.pk}/documents/", {"files": [pdf("guide again.pdf")]})
+    wait_until_read(assistant.collection_id)
     assert Document.objects.count() == 1 and file_uses(owner) == 1  # the same file again: nothing new to read
 
 
@@ -168,8 +174,11 @@ def test_an_unreadable_upload_is_refused_before_any_charge(assistant, owner, own
 
 
 def test_a_file_with_no_text_is_listed_as_skipped_and_its_charge_given_back(assistant, owner):
-    (document,) = assistants.do_add_documents(owner, assistant.pk, [("blank.pdf", make_text_pdf([""]))])
+    (document,) = assistants.do_add_documents(
+        owner, assistant.pk, [("blank.pdf", make_text_pdf([""]))], assistants.read_documents
+    )
 
+    document.refresh_from_db()
     assert document.status == Document.Status.FAILED and document.error == '"blank.pdf" has no readable text.'
     assert file_uses(owner) == 0
 

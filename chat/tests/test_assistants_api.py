@@ -12,6 +12,7 @@ from django.test import Client
 
 from billing.models import UsagePeriod
 from chat.models import Assistant, Chat
+from chat.tests.test_assistant_documents import wait_until_read
 from querynox.body_limits import request_body_limit, upload_limit
 from rag.models import Chunk, Document
 from testsupport.files import make_text_pdf
@@ -113,19 +114,23 @@ def test_ids_that_are_not_assistants_are_not_found(scripted, owner_key):
         assert call("post", f"{BASE}/{assistant_id}/chats").status_code == 404, assistant_id
 
 
-@pytest.mark.django_db
-def test_documents_are_read_once_charged_once_and_listed(created, owner, owner_key):
+@pytest.mark.django_db(transaction=True)
+def test_documents_are_read_once_in_the_background_charged_once_and_listed(created, owner, owner_key):
     response = upload(owner_key, created["id"], guide())
 
-    assert response.status_code == 201, response.content
+    assert response.status_code == 202, response.content
     (document,) = response.json()["documents"]
-    assert (document["name"], document["status"], document["pages"]) == ("guide.pdf", "ready", 2)
+    assert (document["name"], document["status"]) == ("guide.pdf", "processing")
     assert [d["id"] for d in response.json()["assistant"]["documents"]] == [document["id"]]
+    wait_until_read(Assistant.objects.get().collection_id)
+    (listed,) = api(owner_key)("get", f"{BASE}/{created['id']}").json()["assistant"]["documents"]
+    assert (listed["id"], listed["status"], listed["pages"]) == (document["id"], "ready", 2)
     assert file_uses(owner) == 1
     chunks = Chunk.objects.count()
 
     again = upload(owner_key, created["id"], guide("copy.pdf"))
-    assert again.status_code == 201 and again.json()["documents"][0]["id"] == document["id"]
+    assert again.status_code == 202 and again.json()["documents"][0]["id"] == document["id"]
+    assert again.json()["documents"][0]["status"] == "ready"  # nothing new to read
     assert file_uses(owner) == 1 and Chunk.objects.count() == chunks
 
 
@@ -225,7 +230,8 @@ async def test_a_turn_follows_the_assistant_and_cites_its_document_with_the_page
     call = api(owner_key)
     fields = {"name": "Travel desk", "systemPrompt": "You answer travel questions.", "model": SCRIPTED_MODEL}
     created = (await sync_to_async(call)("post", BASE, fields)).json()["assistant"]
-    assert (await sync_to_async(upload)(owner_key, created["id"], guide())).status_code == 201
+    assert (await sync_to_async(upload)(owner_key, created["id"], guide())).status_code == 202
+    await sync_to_async(wait_until_read)((await Assistant.objects.aget()).collection_id)
     chunks = await Chunk.objects.acount()
     chat = (await sync_to_async(call)("post", f"{BASE}/{created['id']}/chats")).json()["chat"]
 

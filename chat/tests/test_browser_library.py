@@ -175,6 +175,27 @@ def test_a_chat_started_from_an_assistant_cites_its_document(tab, provider_emula
     assert "north car park" in sent
 
 
+def test_an_assistants_document_is_read_in_the_background_then_deleted_from_its_page(tab, tmp_path):
+    from playwright.sync_api import expect
+
+    page = tab.page
+    pdf = tmp_path / "visitors.pdf"
+    pdf.write_bytes(make_text_pdf(["Visitors sign in at the front desk.", "Badges are returned on leaving."]))
+    page.goto("/chat/assistants/")
+    page.fill("#assistant-name", "Front desk")
+    page.get_by_role("button", name="Save assistant").click()
+    expect(page.locator("#assistant-title")).to_have_text("Front desk")
+    page.set_input_files("#assistant-files", str(pdf))
+    page.get_by_role("button", name="Upload and read").click()
+    # The upload answers at once; the list follows the reading by itself (no reload) until the document is ready.
+    expect(page.locator("#assistant-documents .document-ready")).to_contain_text("visitors.pdf 2 pages")
+    expect(page.locator("#assistant-documents")).not_to_have_attribute("hx-trigger", "every 2s")
+
+    page.get_by_role("button", name="Delete visitors.pdf").click()
+    expect(page.locator("#assistant-documents")).to_contain_text("No documents yet.")
+    expect(page.locator("#assistant-documents .document")).to_have_count(0)
+
+
 def test_an_image_goes_to_a_vision_model_as_an_image_part(tab, provider_emulator, emulator_server):
     from playwright.sync_api import expect
 

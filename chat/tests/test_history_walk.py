@@ -22,7 +22,7 @@ def test_each_saved_query_carries_its_token_estimates(owner, make_chat):
     assert done.prompt_tokens == estimate_tokens("Où est la gare ?")
     assert done.response_tokens == estimate_tokens("Tout droit.")
     assert streaming.response_tokens is None  # measured when the answer ends
-    writer = ResponseWriter(streaming.pk)
+    writer = ResponseWriter(streaming)
     writer.append("A finished answer.")
     async_to_sync(writer.finish)(ChatQuery.Status.COMPLETE)
     streaming.refresh_from_db()

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from chat.models import Chat
 from chat.pipeline import history_for
-from chat.services import CHAT_PAGE_SIZE, PreparedTurn, TurnRequest, check_model, token_budget
+from chat.services import CHAT_PAGE_SIZE, HISTORY_PAGE_SIZE, PreparedTurn, TurnRequest, check_model, token_budget
 from testsupport.http import bearer
 from testsupport.scripted import SCRIPTED_MODEL
 
@@ -99,8 +99,37 @@ def test_a_chats_history_through_the_api_costs_the_same_queries_for_3_and_200_tu
     few, small = count_queries(lambda: Client().get(f"/api/v1/chat/{short.pk}", headers=bearer(owner_key)))
     many, large = count_queries(lambda: Client().get(f"/api/v1/chat/{long.pk}", headers=bearer(owner_key)))
 
-    assert (len(small.json()["queries"]), len(large.json()["queries"])) == (3, 200)
+    assert (len(small.json()["queries"]), len(large.json()["queries"])) == (3, HISTORY_PAGE_SIZE)
     assert few == many
+    # Older turns (?before=): the cursor names where the page ends, so no leaf is looked up; the same for both.
+    last_of_short = str(short.queries.order_by("created_at").last().pk)
+    few_older, _ = count_queries(
+        lambda: Client().get(f"/api/v1/chat/{short.pk}?before={last_of_short}", headers=bearer(owner_key))
+    )
+    older = f"/api/v1/chat/{long.pk}?before={large.json()['nextCursor']}&limit=200"
+    many_older, rest = count_queries(lambda: Client().get(older, headers=bearer(owner_key)))
+    assert len(rest.json()["queries"]) == 200 - HISTORY_PAGE_SIZE and rest.json()["nextCursor"] is None
+    assert few_older == many_older
+
+
+def test_a_chats_history_page_costs_the_same_queries_at_turn_3_and_after_200_turns_of_the_product(
+    owner, owner_key, make_chat, scripted
+):
+    """With the branch's end stored on the chat (Chat.branch_leaf, as every turn leaves it) the count is the same
+    again, and the page is the newest turns."""
+    from chat import branches
+
+    short, long = make_chat(owner, turns(3)), make_chat(owner, turns(200))
+    for chat in (short, long):
+        branches.refresh_shown_leaf(chat.pk)
+    warm_up(owner_key)
+
+    few, _ = count_queries(lambda: Client().get(f"/api/v1/chat/{short.pk}?limit=2", headers=bearer(owner_key)))
+    with CaptureQueriesContext(connection) as captured:
+        large = Client().get(f"/api/v1/chat/{long.pk}?limit=2", headers=bearer(owner_key))
+
+    assert [q["prompt"] for q in large.json()["queries"]] == ["Question 198", "Question 199"]
+    assert few == len(captured.captured_queries)
 
 
 def test_a_chat_page_costs_the_same_queries_for_3_and_200_turns(short_and_long_chats, owner_client):

@@ -10,6 +10,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from chat import search
 from chat.assist import BilledTo, name_chat
@@ -360,6 +361,137 @@ def test_an_imported_chat_is_found_at_once(owner, owner_key):
     assert response.status_code in (200, 201), response.content
     assert found(owner, "astronomy") == ["Imported astronomy"]
     assert found(owner, "quasar nucleus") == ["Imported astronomy"]
+
+
+# --- what indexing costs a turn ---------------------------------------------------------------------------------
+
+
+def index_statements(captured) -> list[str]:
+    return [query["sql"] for query in captured.captured_queries if "chat_search" in query["sql"]]
+
+
+def post_turn(key, path, payload):
+    return Client().post(path, json.dumps(payload), content_type="application/json", headers=bearer(key))
+
+
+@pytest.fixture
+def unnamed(monkeypatch):
+    """No chat naming after a first answer: it runs in the background, apart from the turn (and its own index
+    write is tested above), so the count below is the turn's alone."""
+    monkeypatch.setattr("chat.pipeline._name_first_turn", lambda *args, **kwargs: None)
+
+
+def test_a_turn_indexes_its_prompt_and_answer_in_two_statements_or_three_on_sqlite(scripted, owner_key, owner,
+                                                                                   unnamed):
+    """The prompt (and a new chat's title) written once as the turn starts, the answer added once as it ends: no
+    delete, no read back, the same count for a chat's first turn and for a later one."""
+    per_turn = 2 if connection.vendor == "postgresql" else 3  # SQLite: the document rows, then their words
+    scripted.tokens = ["Photosynthesis", " uses", " chlorophyll"]
+    with CaptureQueriesContext(connection) as first_turn:
+        first = post_turn(owner_key, "/api/v1/chat", {"prompt": "How do leaves make sugar?"})
+    assert first.status_code == 201, first.content
+    scripted.tokens = ["Stomata", " breathe"]
+    chat_id = first.json()["chat"]["id"]
+    with CaptureQueriesContext(connection) as second_turn:
+        second = post_turn(owner_key, f"/api/v1/chat/{chat_id}", {"prompt": "And how do they breathe?"})
+    assert second.status_code == 200, second.content
+
+    assert len(index_statements(first_turn)) == per_turn, index_statements(first_turn)
+    assert len(index_statements(second_turn)) == per_turn, index_statements(second_turn)
+    assert not any(sql.lstrip().upper().startswith(("DELETE", "SELECT")) for sql in index_statements(first_turn))
+    assert found(owner, "leaves sugar") == found(owner, "chlorophyll") == ["How do leaves make sugar?"]
+    assert found(owner, "stomata breathe") == ["How do leaves make sugar?"]
+    assert SearchDocument.objects.filter(chat_id=chat_id).count() == 3  # the title and two turns
+
+
+def test_an_unlisted_turn_writes_nothing_to_the_index(scripted, owner_key, owner, unnamed):
+    scripted.tokens = ["Orcas", " hunt"]
+    with CaptureQueriesContext(connection) as captured:
+        response = post_turn(owner_key, "/v1/chat/completions", {"model": SCRIPTED_MODEL, "messages": [
+            {"role": "user", "content": "Orca facts"}]})
+
+    assert response.status_code == 200
+    assert [sql for sql in index_statements(captured) if not sql.lstrip().upper().startswith("UPDATE")] == []
+    assert not SearchDocument.objects.exists()
+
+
+def test_a_stored_client_conversation_is_indexed_in_one_write_with_its_turn(scripted, owner_key, owner, unnamed):
+    messages = [{"role": "user", "content": f"Question {n} about lemurs"} if n % 2 == 0
+                else {"role": "assistant", "content": f"Answer {n} about lemurs"} for n in range(20)]
+    scripted.tokens = ["Madagascar"]
+    with CaptureQueriesContext(connection) as captured:
+        response = post_turn(owner_key, "/v1/chat/completions", {"model": SCRIPTED_MODEL, "store": True,
+                                                                 "messages": [*messages, {"role": "user",
+                                                                                          "content": "Where?"}]})
+
+    assert response.status_code == 200, response.content
+    assert len(index_statements(captured)) == (2 if connection.vendor == "postgresql" else 3)
+    assert SearchDocument.objects.count() == 1 + 10 + 1  # the title, ten client turns, the new one
+    assert found(owner, "answer 19") == ["Where?"]  # a chat is titled by its last prompt
+    assert found(owner, "madagascar") == ["Where?"]
+
+
+def test_the_answer_is_indexed_again_in_place_when_written_again(make_chat, owner):
+    """index_answer replaces the answer's words (an orphan settled after its writer, any second write), keeping
+    the prompt's and the document's id."""
+    chat = indexed(make_chat, owner, [("Prompt about otters", "first answer mentions beavers")])
+    query = chat.queries.get()
+    document_id = SearchDocument.objects.get(query=query).pk
+
+    search.index_answer(query.pk, "second answer mentions badgers")
+    search.index_answer(query.pk, "third answer mentions weasels")
+
+    assert found(owner, "weasels") == found(owner, "otters") == [chat.title]
+    assert found(owner, "beavers") == found(owner, "badgers") == []
+    assert SearchDocument.objects.get(query=query).pk == document_id
+    assert text_rows() == 2
+
+
+@transactional
+async def test_an_orphaned_answer_is_found_by_what_it_kept_once_settled(owner):
+    """A turn whose instance died mid-answer: its prompt was indexed as it started, and settling it (the sweeper)
+    adds the partial answer in place."""
+    from asgiref.sync import sync_to_async
+
+    from chat import generations
+
+    def start_turn():
+        chat = Chat.objects.create(owner=owner, title="Crash course", name="Crash course", model=SCRIPTED_MODEL)
+        query = ChatQuery.objects.create(chat=chat, prompt="Explain glaciers", model=SCRIPTED_MODEL,
+                                         status=ChatQuery.Status.STREAMING)
+        search.index_new(chat, [query], title=True)
+        ChatQuery.objects.filter(pk=query.pk).update(response="Moraines are left behind",
+                                                     created_at=query.created_at.replace(year=2020))
+        return query
+
+    query = await sync_to_async(start_turn)()
+    assert await afound(owner, "glaciers") == ["Crash course"]
+    assert await afound(owner, "moraines") == []  # streaming: its answer is not indexed at each flush
+
+    assert await generations.sweep_orphans(older_than_seconds=10) == 1
+
+    assert await afound(owner, "moraines") == ["Crash course"]
+    assert (await ChatQuery.objects.aget(pk=query.pk)).status == ChatQuery.Status.ERROR
+
+
+def test_reindexing_a_chat_or_a_query_replaces_its_document_in_place(make_chat, owner):
+    chat = indexed(make_chat, owner, [("Prompt about herons", "answer about egrets")], title="Birds")
+    query = chat.queries.get()
+    ids = set(SearchDocument.objects.values_list("pk", flat=True))
+    Chat.objects.filter(pk=chat.pk).update(title="Waders")
+    ChatQuery.objects.filter(pk=query.pk).update(response="answer about storks")
+
+    search.index_chats([chat.pk])
+    search.index_queries([query.pk])
+
+    assert found(owner, "waders") == found(owner, "storks") == ["Waders"]
+    assert found(owner, "birds") == found(owner, "egrets") == []
+    assert set(SearchDocument.objects.values_list("pk", flat=True)) == ids
+    assert text_rows() == 2
+    Chat.objects.filter(pk=chat.pk).update(unlisted=True)  # nothing writes this today; were it to, words go
+    search.index_chats([chat.pk])
+    search.index_queries([query.pk])
+    assert not SearchDocument.objects.exists() and text_rows() == 0
 
 
 def test_backfill_indexes_chats_written_before_search_existed(make_chat, owner):

@@ -2,6 +2,8 @@
 same fields as the JSON body. Good files are read into the chat and ground the answer; bad ones are refused with a
 4xx naming the file before any quota is charged."""
 
+import hashlib
+
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -68,7 +70,8 @@ async def test_a_pdf_sent_with_a_json_turn_grounds_the_answer_and_is_kept_in_the
     body = response.json()
     assert body["chatQuery"]["response"] == "The code is 4471 [1]."
     assert body["chatQuery"]["metadata"]["files"] == [
-        {"name": "handbook.pdf", "kind": "pdf", "mime": "application/pdf", "size": len(HANDBOOK)}
+        {"name": "handbook.pdf", "kind": "pdf", "mime": "application/pdf", "size": len(HANDBOOK),
+         "sha256": hashlib.sha256(HANDBOOK).hexdigest()}
     ]
     document = await Document.objects.aget(chat_id=body["chat"]["id"])
     assert (document.name, document.status, document.pages) == ("handbook.pdf", "ready", 2)

@@ -113,13 +113,15 @@ def host_path_for(service: dict, container_path: str) -> Path:
     raise AssertionError(f"{container_path} is not inside any bind mount of {service.get('image')}: {service}")
 
 
-# daphne with request bodies bounded (querynox/server.py); plain `daphne` would buffer and parse any body.
-SERVER_COMMAND = ["python", "-m", "querynox.server"]
+# The production server (querynox/uvicorn_server.py: uvicorn with the body limits, no access log, the socket limits);
+# never plain `uvicorn` or `daphne`, which would run without them.
+SERVER_COMMAND = ["python", "-m", "querynox.uvicorn_server"]
 
 
 def daphne_port(command: list[str]) -> int:
+    """The port of the server command (named for when it was daphne's `-p`; now uvicorn_server's `--port`)."""
     assert command[:3] == SERVER_COMMAND, command
-    return int(command[command.index("-p") + 1])
+    return int(command[command.index("--port") + 1])
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -434,7 +436,7 @@ def test_alloy_ships_the_app_logs_to_loki():
 
 
 @pytest.mark.django_db
-def test_dockerfile_builds_a_non_root_daphne_image_with_tesseract_and_a_working_healthcheck():
+def test_dockerfile_builds_a_non_root_image_with_tesseract_and_a_working_healthcheck():
     instructions = dockerfile_instructions()
     arguments = {keyword: [args for kw, args in instructions if kw == keyword] for keyword, _ in instructions}
     runs = " ".join(arguments["RUN"])
@@ -449,8 +451,9 @@ def test_dockerfile_builds_a_non_root_daphne_image_with_tesseract_and_a_working_
     last_user = [args for keyword, args in instructions if keyword == "USER"][-1]
     assert last_user.split(":")[0] not in {"root", "0"}
     command = json.loads(arguments["CMD"][-1])
-    assert command[:3] == SERVER_COMMAND and command[-1] == "querynox.asgi:application"
+    assert command[:3] == SERVER_COMMAND
     assert daphne_port(command) == port
+    assert command[command.index("--host") + 1] == "0.0.0.0"  # reachable from outside the container
     (entrypoint,) = json.loads(arguments["ENTRYPOINT"][-1])
     assert os.access(ROOT / Path(entrypoint).relative_to("/app"), os.X_OK), "COPY keeps the mode: it must be +x"
     healthcheck = arguments["HEALTHCHECK"][-1]

@@ -83,7 +83,7 @@ def test_png_that_is_really_a_zip():
         ("tool", b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 64, "program"),
         ("setup.exe", b"MZ\x90\x00\x03\x00\x00\x00" + b"\x00" * 64, "program"),
         ("archive.tar.gz", b"\x1f\x8b\x08\x00" + b"\x00" * 32, "gzip"),
-        ("image.webp", b"RIFF\x24\x00\x00\x00WEBPVP8 " + b"\x00" * 32, "WebP"),
+        ("clip.webm", b"\x1a\x45\xdf\xa3" + b"\x00" * 32, "not a file type we can read"),
     ],
 )
 def test_other_file_types_are_refused_and_named(name, data, described_as):
@@ -91,6 +91,11 @@ def test_other_file_types_are_refused_and_named(name, data, described_as):
     assert error.code == "unsupported_type"
     assert described_as in error.message
     assert ACCEPTED_TYPES in error.message
+
+
+def test_a_webp_header_with_no_image_behind_it_is_refused_as_damaged():
+    error = rejected("image.webp", b"RIFF\x24\x00\x00\x00WEBPVP8 " + b"\x00" * 32)
+    assert error.code == "corrupt_file"
 
 
 def test_markdown_name_on_binary_bytes_is_refused():

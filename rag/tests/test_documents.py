@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from chat.models import Chat
 from rag import service
-from rag.embeddings import LOCAL_DIMENSIONS, OPENAI_EMBEDDING_MODEL, get_embedder
+from rag.embeddings import OPENAI_EMBEDDING_MODEL, get_embedder
 from rag.files import check_upload
 from rag.models import Chunk, Document
 from rag.retrieval import retrieve
@@ -64,7 +64,7 @@ def test_ingest_stores_the_document_its_chunks_and_the_file(chat, owner):
     chunks = list(document.chunks.order_by("position"))
     assert chunks and all(c.chat_id == chat.id for c in chunks)
     assert "mango-42" in " ".join(c.text for c in chunks)
-    assert all(len(c.vector) == LOCAL_DIMENSIONS for c in chunks)
+    assert all(len(c.vector) == get_embedder().dimensions for c in chunks)
     assert document.file.name == f"documents/{owner.id}/{document.sha256}/notes.txt"
     with default_storage.open(document.file.name, "rb") as stored:
         assert stored.read() == NOTES

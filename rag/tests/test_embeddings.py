@@ -6,11 +6,16 @@ import pytest
 from rag.embeddings import (
     LOCAL_DIMENSIONS,
     OPENAI_EMBEDDING_MODEL,
+    STATIC_DIMENSIONS,
     EmbeddingError,
     LocalEmbedder,
     OpenAIEmbedder,
+    StaticEmbedder,
     get_embedder,
     local_embedder,
+    reranker_for,
+    static_embedder,
+    static_table_path,
 )
 from rag.models import decode_embedding, encode_embedding
 from testsupport.emulator import embedding_vector
@@ -70,17 +75,52 @@ def test_float16_storage_keeps_cosines(local):
     assert abs(float(stored[0] @ stored[1]) - float(vectors[0] @ vectors[1])) < 1e-3
 
 
+# --- the static model distilled from it, re-ranked by it ----------------------------------------------------------
+
+
+def test_static_vectors_are_unit_rows_and_related_texts_are_closer(settings):
+    settings.RAG_EMBEDDING_THREADS = 1
+    static = static_embedder()
+    question, paraphrase, unrelated, empty = static.embed(
+        [
+            "How do I reset my password?",
+            "Steps to change the login password of your account.",
+            "Bananas are a good source of potassium.",
+            "",
+        ]
+    )
+    assert static.embed([]).shape == (0, STATIC_DIMENSIONS)
+    vectors = np.stack([question, paraphrase, unrelated, empty])
+    assert vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors[:3], axis=1), 1.0, atol=1e-5)
+    assert question @ paraphrase > question @ unrelated + 0.2
+    # Its table was distilled from the installed packages (make install), never downloaded.
+    assert static_table_path().exists()
+
+
+def test_static_vectors_are_re_ranked_by_the_minilm_they_were_distilled_from(settings):
+    settings.RAG_EMBEDDING_THREADS = 1
+    static = static_embedder()
+    assert static.name != local_embedder().name  # stored vectors of the two are never compared
+    assert static.reranker is local_embedder()
+    assert reranker_for(static.name) is local_embedder()
+    # MiniLM's own vectors, and any other embedder's, stand as they are.
+    assert reranker_for(local_embedder().name) is None
+    assert reranker_for(f"openai:{OPENAI_EMBEDDING_MODEL}") is None
+    assert reranker_for(None) is None
+
+
 # --- choosing the embedder ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("choice", "key", "expected"),
     [
-        ("auto", "", LocalEmbedder),
+        ("auto", "", StaticEmbedder),
         ("auto", "sk-test", OpenAIEmbedder),
         ("openai", "sk-test", OpenAIEmbedder),
-        ("openai", "", LocalEmbedder),  # asked for OpenAI without a key: the local model, not a broken turn
-        ("local", "sk-test", LocalEmbedder),
+        ("openai", "", StaticEmbedder),  # asked for OpenAI without a key: the local model, not a broken turn
+        ("local", "sk-test", StaticEmbedder),
     ],
 )
 def test_get_embedder_follows_settings(settings, choice, key, expected):

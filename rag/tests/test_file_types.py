@@ -8,12 +8,20 @@ from PIL import Image
 
 from rag.extract import extract
 from rag.files import check_upload, check_uploads, looks_like_markdown
+from rag.types import FileRejected
 from testsupport import files as testing
 
 
 @pytest.mark.parametrize(
     ("fmt", "mime"),
-    [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("GIF", "image/gif"), ("BMP", "image/bmp"), ("TIFF", "image/tiff")],
+    [
+        ("PNG", "image/png"),
+        ("JPEG", "image/jpeg"),
+        ("GIF", "image/gif"),
+        ("WEBP", "image/webp"),
+        ("BMP", "image/bmp"),
+        ("TIFF", "image/tiff"),
+    ],
 )
 def test_each_image_type_is_recognised(fmt, mime):
     upload = check_upload(f"picture.{fmt.lower()}", testing.make_image("Hello", fmt))
@@ -30,6 +38,15 @@ def test_big_endian_tiff_is_recognised():
 def test_multi_frame_images_are_accepted():
     assert check_upload("anim.gif", testing.make_multiframe_image(["one", "two"], "GIF")).mime == "image/gif"
     assert check_upload("pages.tiff", testing.make_multiframe_image(["one", "two"], "TIFF")).mime == "image/tiff"
+    assert check_upload("anim.webp", testing.make_multiframe_image(["one", "two"], "WEBP")).mime == "image/webp"
+
+
+def test_a_truncated_webp_is_refused_as_damaged_not_as_another_type():
+    webp = testing.make_image("Hello", "WEBP")
+    with pytest.raises(FileRejected) as caught:
+        check_upload("photo.webp", webp[: len(webp) // 2])
+    assert caught.value.code == "corrupt_file"
+    assert "damaged or incomplete" in caught.value.message
 
 
 def test_pdf_is_recognised():

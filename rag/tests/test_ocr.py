@@ -45,7 +45,7 @@ def test_scan_with_a_small_text_stamp_is_still_ocred():
     assert "Invoice total: 1234 EUR" in page.text
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF", "GIF", "BMP"])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF", "GIF", "WEBP", "BMP"])
 def test_each_image_type_is_read(fmt):
     messages = []
     name = f"receipt.{fmt.lower()}"
@@ -54,7 +54,7 @@ def test_each_image_type_is_read(fmt):
     assert messages == [f"OCR page 1 of 1 in {name}"]
 
 
-@pytest.mark.parametrize("fmt", ["GIF", "TIFF"])
+@pytest.mark.parametrize("fmt", ["GIF", "TIFF", "WEBP"])
 def test_each_frame_of_a_multi_frame_image_is_a_page(fmt):
     data = testing.make_multiframe_image(["First frame", "Second frame"], fmt)
     messages = []

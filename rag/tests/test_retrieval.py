@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rag import retrieval
-from rag.embeddings import EmbeddingError, LocalEmbedder, get_embedder
+from rag.embeddings import Embedder, EmbeddingError, LocalEmbedder, get_embedder
 from rag.models import Chunk, Document, encode_embedding
 from rag.retrieval import chat_index, retrieve, stem, terms
 
@@ -270,3 +270,72 @@ def test_a_zero_budget_keeps_no_index(chat, settings):
     first = chat_index(chat.id)
     assert chat_index(chat.id) is not first
     assert retrieve(chat.id, "cafeteria")[0].text == FILLER[1]
+
+
+# --- re-ranking the static model's candidates --------------------------------------------------------------------
+
+
+class FineByWord(Embedder):
+    """A stand-in reranker: the query and texts mentioning `word` point one way, all others another; it records
+    what it embeds."""
+
+    name = "test:fine-by-word"
+    dimensions = 2
+    query = "moored hangar"
+
+    def __init__(self, word):
+        self.word = word
+        self.embedded = []
+
+    def embed(self, texts):
+        self.embedded.append(list(texts))
+        near = [text == self.query or self.word in text for text in texts]
+        return np.array([[1.0, 0.0] if match else [0.0, 1.0] for match in near], dtype=np.float32)
+
+
+HANGAR = ["The hangar opens at dawn and closes at dusk.", "The zeppelin is moored inside the hangar."]
+
+
+def test_the_best_candidates_are_re_scored_by_the_reranker_and_its_vectors_are_kept(chat, monkeypatch):
+    assert get_embedder().reranker is not None  # the default local embedder is re-ranked
+    add_document(chat, "a.txt", [*FILLER, *HANGAR])
+    fine = FineByWord("moored")
+    monkeypatch.setattr(retrieval, "reranker_for", lambda name: fine if name == get_embedder().name else None)
+    monkeypatch.setattr(retrieval, "RERANK_DEPTH", 4)
+
+    hits = retrieve(chat.id, "moored hangar", k=3)
+    assert hits[0].text == HANGAR[1]
+    assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
+    assert fine.embedded[0] == ["moored hangar"] and len(fine.embedded[1]) == 4  # the query, then the top 4
+
+    # The same candidates again: their vectors are remembered, and so is the query's.
+    retrieve(chat.id, "moored hangar", k=3)
+    assert len(fine.embedded) == 2
+    # The reranker decides between the candidates: pointing it at the other chunk moves that one first.
+    retrieval.clear_cache()
+    monkeypatch.setattr(fine, "word", "dawn")
+    assert retrieve(chat.id, "moored hangar", k=3)[0].text == HANGAR[0]
+
+
+def test_a_failing_reranker_leaves_the_coarse_ranking(chat, monkeypatch):
+    add_document(chat, "a.txt", [*FILLER, *HANGAR])
+    monkeypatch.setattr(retrieval, "reranker_for", lambda name: None)
+    coarse = [(hit.text, hit.score) for hit in retrieve(chat.id, "zeppelin hangar", k=3)]
+
+    class Broken(FineByWord):
+        def embed(self, texts):
+            raise EmbeddingError("the reranker is unavailable")
+
+    monkeypatch.setattr(retrieval, "reranker_for", lambda name: Broken("moored"))
+    assert [(hit.text, hit.score) for hit in retrieve(chat.id, "zeppelin hangar", k=3)] == coarse
+    assert coarse[0][0] == HANGAR[1]
+
+
+def test_documents_embedded_by_minilm_itself_are_still_searched_by_meaning(chat, settings):
+    """Uploaded before the static model became the local default: their stored MiniLM vectors still count."""
+    settings.RAG_EMBEDDING_THREADS = 1
+    minilm = get_embedder().reranker
+    fact = "The wifi password is mango-42."
+    add_document(chat, "old.txt", [*FILLER, fact], embedder=minilm)
+    # No word in common with the fact: only the vectors connect them.
+    assert retrieve(chat.id, "How do I log in to the wireless internet?", k=1)[0].text == fact

@@ -96,6 +96,23 @@
 
   var followEnd = true; // measured before each swap, used after it
 
+  // Older turns load above what the reader is looking at (templates/chat/_older_turns.html, in place of its
+  // marker): the distance from the end is kept, so the turns they were reading stay where they were.
+  var fromEnd = null;
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var target = event.detail && event.detail.target;
+    var messages = document.getElementById("messages");
+    if (messages && target && target.classList && target.classList.contains("turns-older")) {
+      fromEnd = messages.scrollHeight - messages.scrollTop;
+    }
+  });
+  document.addEventListener("htmx:afterSwap", function () {
+    var messages = document.getElementById("messages");
+    if (fromEnd === null || !messages) return;
+    messages.scrollTop = messages.scrollHeight - fromEnd;
+    fromEnd = null;
+  });
+
   document.addEventListener("htmx:oobBeforeSwap", function () { followEnd = atEnd(); });
   document.addEventListener("htmx:oobAfterSwap", onSwap);
   document.addEventListener("htmx:afterSwap", rememberShownLeaf);
