@@ -629,6 +629,7 @@ async def continue_chat(request, chat_id: str):
 def get_chat(request, chat_id: str, leaf: str | None = None, before: str | None = None, limit: str | None = None):
     chat = services.get_owned_chat(request.auth, chat_id)
     page = services.chat_history_page(chat, leaf, before, limit, as_rows=True)
+    services.read_tag_names([chat])  # plain SQL: the related manager and its Tag objects cost more than the query
     return prevalidated_json(
         {
             "chat": chat.as_dict(),

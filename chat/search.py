@@ -405,14 +405,19 @@ _PG_WINDOWS = (2_000, 20_000, 100_000)
 # it, the index is asked for the whole words only, and the prefix checked on the rows they find (ts_match_vq is
 # @@, but as a function the planner does not take it to the index). But the planner's estimate for that function
 # is a default (a third): with a rare prefix it scanned an older window backwards for a pair that was not there
-# (80,000 rows read, 130 ms). And a rare prefix is cheap to collect. So the choice is made per search, from the
-# planner's own estimates (one EXPLAIN, planning only, ~0.6 ms: _pg_rare_prefix): a prefix estimated in fewer
-# documents than the whole words and than PG_PREFIX_INDEX_ROWS goes to the index with them (130 → 1.5 ms for a
-# mid word beside a rare prefix, 90 → 7 ms for a common one); any other is checked on the rows found.
+# (190,000 rows read in two windows, 130 ms). And a rare prefix is cheap to collect. So the choice is made per
+# search, from the planner's own estimates (one EXPLAIN, planning only, ~0.4 ms: _pg_rare_prefix): a prefix
+# estimated in fewer documents than the whole words and than PG_PREFIX_INDEX_ROWS goes to the index with them
+# (130 → 1.5 ms for a mid word beside a rare prefix, 90 → 7 ms for a common one); any other is checked on the rows
+# found.
 PG_PREFIX_INDEX_ROWS = 20_000
+# Each estimate a CTE of its own: its plan is named ("CTE words") and its top node's rows are the whole estimate
+# (a UNION ALL's members can be reordered and divided among parallel workers).
 _PG_ESTIMATES = (
-    "EXPLAIN (FORMAT JSON) SELECT 1 FROM chat_searchdocument WHERE document @@ to_tsquery('simple', %s) "
-    "UNION ALL SELECT 1 FROM chat_searchdocument WHERE document @@ to_tsquery('simple', %s)"
+    "EXPLAIN (FORMAT JSON) WITH "
+    "words AS MATERIALIZED (SELECT 1 FROM chat_searchdocument WHERE document @@ to_tsquery('simple', %s)), "
+    "prefix AS MATERIALIZED (SELECT 1 FROM chat_searchdocument WHERE document @@ to_tsquery('simple', %s)) "
+    "SELECT 1 FROM words UNION ALL SELECT 1 FROM prefix"
 )
 _PG_WINDOW = """(
     SELECT d.id, d.chat_id, d.query_id, d.document FROM chat_searchdocument d
@@ -497,8 +502,8 @@ def _pg_rare_prefix(cursor, terms: Terms) -> bool:
     plan = cursor.fetchone()[0]
     if isinstance(plan, str):  # a driver that leaves json undecoded
         plan = json.loads(plan)
-    words_rows, prefix_rows = (member["Plan Rows"] for member in plan[0]["Plan"]["Plans"])
-    return prefix_rows < min(words_rows, PG_PREFIX_INDEX_ROWS)
+    rows = {node.get("Subplan Name"): node["Plan Rows"] for node in plan[0]["Plan"]["Plans"]}
+    return rows["CTE prefix"] < min(rows["CTE words"], PG_PREFIX_INDEX_ROWS)
 
 
 def _hits(user, terms: Terms) -> list[tuple]:

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
@@ -19,7 +19,7 @@ from billing import charges
 from billing.charges import Charge, is_subscriber
 from chat import branches, search, vision
 from chat.catalog import default_model_name, sync_self_hosted_models
-from chat.models import AIModel, Chat, ChatQuery
+from chat.models import AIModel, Chat, ChatQuery, Tag
 from chat.providers import unavailable_reason
 from chat.providers.base import DEFAULT_SAMPLING, Sampling
 from chat.providers.content import text_of
@@ -213,9 +213,17 @@ def _parse_attachment_ids(value) -> tuple[str, ...]:
 
 
 def get_owned_chat(user, chat_id, for_update: bool = False) -> Chat:
-    chats = Chat.objects.select_for_update() if for_update else Chat.objects.all()
+    chat_id = parse_chat_id(chat_id)
+    if not for_update:
+        # Plain SQL (the same row as Chat.objects.owned_by(user).get(pk=...)): the ORM's query building cost twice
+        # the query on every chat read (bench/README.md, "Request overhead").
+        sql = f"SELECT * FROM {Chat._meta.db_table} WHERE id = %s AND owner_id = %s AND unlisted = %s"
+        found = list(Chat.objects.raw(sql, [Chat._meta.pk.get_db_prep_value(chat_id, connection), user.pk, False]))
+        if not found:
+            raise ChatNotFound()
+        return found[0]
     try:
-        return chats.owned_by(user).get(pk=parse_chat_id(chat_id))
+        return Chat.objects.select_for_update().owned_by(user).get(pk=chat_id)
     except Chat.DoesNotExist:
         raise ChatNotFound() from None
 
@@ -657,20 +665,31 @@ def chat_page(chats, before=None, limit=None, fields=CHAT_LIST_FIELDS, pinned_fi
             chats = chats.filter(later, pinned=False)
     rows = list(chats[: size + 1])
     page = rows[:size]
-    _read_tag_names(page)
+    read_tag_names(page)
     return ChatPage(page, chat_cursor(page[-1], pinned_first) if len(rows) > size else None)
 
 
-def _read_tag_names(chats: list[Chat]) -> None:
-    """Each chat's sorted tag names (Chat.tag_names), in one query over the chats' tag links: a prefetch would
-    build a related manager and a Tag object per chat and tag, most of a list page's cost."""
-    names: dict = {chat.pk: [] for chat in chats}
-    if chats:
-        links = Chat.tags.through.objects.filter(chat_id__in=list(names)).order_by("tag__name")
-        for chat_id, name in links.values_list("chat_id", "tag__name"):
+def read_tag_names(chats: list[Chat]) -> None:
+    """Each chat's sorted tag names (Chat.tag_names), in one query over the chats' tag links. Plain SQL: a prefetch
+    would build a related manager and a Tag object per chat and tag, and even the ORM's values_list cost more to
+    build than the query takes to run (bench/README.md, "Request overhead")."""
+    if not chats:
+        return
+    links, tags = Chat.tags.through._meta.db_table, Tag._meta.db_table
+    chat_field = Chat._meta.pk
+    # Keyed by the id as the database gives it back (a hex string on SQLite, a UUID on PostgreSQL).
+    keys = [chat_field.get_db_prep_value(chat.pk, connection) for chat in chats]
+    names: dict = {key: [] for key in keys}
+    sql = (
+        f"SELECT l.chat_id, t.name FROM {links} l INNER JOIN {tags} t ON t.id = l.tag_id "
+        f"WHERE l.chat_id IN ({', '.join(['%s'] * len(names))}) ORDER BY t.name"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, list(names))
+        for chat_id, name in cursor.fetchall():
             names[chat_id].append(name)
-    for chat in chats:
-        chat.listed_tag_names = names[chat.pk]
+    for chat, key in zip(chats, keys, strict=True):
+        chat.listed_tag_names = names[key]
 
 
 def chats_for_sidebar(user, before=None, limit=None) -> ChatPage:
@@ -1010,5 +1029,8 @@ def document_as_dict(document: Document) -> dict:
     }
 
 
-def chat_documents(chat: Chat):
-    return chat.documents.order_by("created_at", "id")
+def chat_documents(chat: Chat) -> list[Document]:
+    """The chat's documents, oldest first. Plain SQL: the related manager's query building cost more than the query
+    (most chats have none)."""
+    sql = f"SELECT * FROM {Document._meta.db_table} WHERE chat_id = %s ORDER BY created_at, id"
+    return list(Document.objects.raw(sql, [Chat._meta.pk.get_db_prep_value(chat.pk, connection)]))

@@ -397,6 +397,7 @@ def _seeded_catalog(request):
     for any test that uses the database, so no test depends on the order tests run in."""
     marker = request.node.get_closest_marker("django_db")
     if marker is None and not {"db", "transactional_db"} & set(request.fixturenames):
+        yield
         return
     request.getfixturevalue("transactional_db" if marker and marker.kwargs.get("transaction") else "db")
     import importlib
@@ -408,3 +409,16 @@ def _seeded_catalog(request):
     if not AIModel.objects.filter(name="gpt-3.5-turbo").exists():
         importlib.import_module("chat.migrations.0002_seed_catalog").seed(apps, None)
         importlib.import_module("chat.migrations.0010_aimodel_vision").mark_vision_models(apps, None)
+    yield
+    # Set up after the database fixture, so this runs before its flush.
+    _shared_sync_thread_idle()
+
+
+def _shared_sync_thread_idle(timeout: float = 30) -> None:
+    """An async test's background work (an unlisted chat deleted after its turn, a chat's name saved) can still be
+    running on asgiref's shared sync thread once the test's loop has closed, and PostgreSQL deadlocks when the
+    tables are flushed meanwhile (TRUNCATE against the DELETE). That thread runs one call at a time, so a no-op
+    queued behind that work returns once it is done."""
+    from asgiref.sync import SyncToAsync
+
+    SyncToAsync.single_thread_executor.submit(lambda: None).result(timeout=timeout)

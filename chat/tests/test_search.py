@@ -78,6 +78,38 @@ def test_the_last_word_matches_as_a_prefix_while_it_is_being_typed(make_chat, ow
     assert found(owner, "d") == []  # one letter is a word, not a prefix of every word
 
 
+@pytest.mark.parametrize("prefix_in_index", [True, False])
+def test_words_beside_a_prefix_find_the_same_whichever_way_the_index_is_asked(
+    make_chat, owner, other, monkeypatch, prefix_in_index
+):
+    """PostgreSQL asks its index for a rare prefix with the whole words, or checks a common one on the rows they
+    find (chosen per search from the planner's estimates): the matches are the same either way."""
+    monkeypatch.setattr(search, "_pg_rare_prefix", lambda cursor, terms: prefix_in_index)
+    indexed(make_chat, owner, [("Docker compose networking", "Use a user-defined bridge."), ("Pods", "Nodes.")])
+    indexed(make_chat, owner, [("Compose files", "Services and volumes.")])
+    indexed(make_chat, other, [("Docker compose networking", "Someone else's.")])
+
+    assert found(owner, "compose netw") == ["Docker compose networking"]
+    assert sorted(found(owner, "compose serv")) == ["Compose files"]
+    assert found(owner, "user defined bri") == ["Docker compose networking"]
+    assert found(owner, "pods nod") == ["Docker compose networking"]  # both words in one turn, not the title
+    assert found(owner, "docker volu") == []  # every word in one turn (or the title)
+    assert found(owner, "compose zzq") == []
+
+
+def test_postgresql_asks_its_index_for_a_prefix_estimated_rarer_than_the_words(make_chat, owner):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has no planner estimates to choose by")
+    indexed(make_chat, owner, [(f"common words here {n}", "and an answer") for n in range(150)])
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE chat_searchdocument")  # the statistics the planner estimates from
+        assert search._pg_rare_prefix(cursor, search.parse_terms("common zzq"))  # ~150 rows, ~3
+        assert not search._pg_rare_prefix(cursor, search.parse_terms("zzqrare comm"))  # ~1 row, ~3
+
+    assert len(found(owner, "common wor")) == 1  # one chat, at its best turn
+    assert found(owner, "common zzq") == []
+
+
 def test_case_and_accents_are_folded(make_chat, owner):
     indexed(make_chat, owner, [("Café CRÈME recipe", "Steam the milk.")])
 
