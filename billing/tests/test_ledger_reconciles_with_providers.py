@@ -29,6 +29,7 @@ PRICES = {
 
 async def test_ledger_token_sums_and_costs_match_the_providers_reported_usage(emulator, owner, owner_key, settings):
     settings.FALLBACK_MODELS = []
+    settings.CHAT_NAMING = True  # each new chat's name is a provider call the ledger must match too
     for name, (input_price, output_price) in PRICES.items():
         await AIModel.objects.filter(name=name).aupdate(
             input_price_per_million=input_price, output_price_per_million=output_price
