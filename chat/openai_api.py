@@ -662,7 +662,9 @@ async def chat_completions(request):
     created = int(time.time())
     try:
         user = await sync_to_async(_authenticate)(request)
-        completion = await sync_to_async(_parse)(user, _json_body(request))
+        # Reading and parsing the body (up to completions_body_limit(): images ride in it as base64) in the thread,
+        # so a large one does not hold up every stream on the event loop.
+        completion = await sync_to_async(lambda: _parse(user, _json_body(request)))()
         query = await begin_turn(user, completion.turn, files=completion.files)
     except OpenAIError as exc:
         return exc.response()

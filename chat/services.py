@@ -615,11 +615,6 @@ def chat_cursor(chat: Chat, pinned_first: bool = False) -> str:
     return f"{mark}{(chat.updated_at - _EPOCH) // dt.timedelta(microseconds=1)}_{chat.pk.hex}"
 
 
-def parse_chat_cursor(value) -> tuple[dt.datetime, uuid.UUID]:
-    at, chat_id, _ = _parse_chat_cursor(value)
-    return at, chat_id
-
-
 def _parse_chat_cursor(value) -> tuple[dt.datetime, uuid.UUID, bool]:
     match = _CURSOR.match(value) if isinstance(value, str) else None
     if match is None:

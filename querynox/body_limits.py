@@ -15,6 +15,11 @@ from django.conf import settings
 
 from rag.files import format_bytes
 
+# The largest WebSocket message either server accepts (querynox/server.py, querynox/uvicorn_server.py): above the chat
+# consumer's own limit (chat/consumers.py MAX_FRAME_BYTES, 1 MB), so a message over ours reaches the consumer and gets
+# its `message_too_large` error frame instead of being cut off by the server.
+WEBSOCKET_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
 # The turn endpoints (/api/v1/chat, …/stream, /api/v1/chat/<id>, …/<id>/stream), the composer's attachments, and
 # an assistant's documents (the API's and its page's form).
 UPLOAD_PATHS = re.compile(

@@ -30,7 +30,7 @@ from daphne import http_protocol
 from daphne.access import AccessLogGenerator
 from daphne.cli import CommandLineInterface
 
-from querynox.body_limits import request_body_limit, too_large_message
+from querynox.body_limits import WEBSOCKET_MAX_MESSAGE_BYTES, request_body_limit, too_large_message
 
 # How long a refused request's connection may keep sending before it is closed.
 LINGER_SECONDS = 10
@@ -141,10 +141,8 @@ def install() -> None:
 # --access-log /dev/null: daphne's access log would print every raw path and query string (share ids,
 #   ?active=<chat id>) on stdout; the JSON `querynox.request` line (core/middleware.py) describes each request by its
 #   route instead.
-# --websocket-max-message-size / --websocket-max-frame-size: above the chat consumer's own limit
-#   (chat/consumers.py MAX_FRAME_BYTES, 1 MB), so a message over ours reaches the consumer and gets its
-#   `message_too_large` error frame instead of being cut off by autobahn.
-WEBSOCKET_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# --websocket-max-message-size / --websocket-max-frame-size: body_limits.WEBSOCKET_MAX_MESSAGE_BYTES, shared with
+#   querynox/uvicorn_server.py.
 DEFAULT_OPTIONS = {
     "--access-log": "/dev/null",
     "--websocket-max-message-size": str(WEBSOCKET_MAX_MESSAGE_BYTES),

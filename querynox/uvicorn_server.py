@@ -10,7 +10,7 @@ than daphne (bench/README.md, "Request overhead"). What daphne got from querynox
   buffers more than its flow-control high-water mark (64 KiB) of a body the application has not asked for;
 - no access log: it would print raw paths and query strings; the JSON `querynox.request` line (core/middleware.py)
   describes each request by its route instead;
-- WebSocket messages up to querynox.server.WEBSOCKET_MAX_MESSAGE_BYTES, above the chat consumer's own limit, so a
+- WebSocket messages up to querynox.body_limits.WEBSOCKET_MAX_MESSAGE_BYTES, above the chat consumer's own limit, so a
   message over ours reaches the consumer and gets its `message_too_large` error frame; no per-message compression
   (a zlib context per socket costs more memory than the socket itself);
 - client addresses from X-Forwarded-For / X-Forwarded-Proto only with --proxy-headers (behind nginx in compose,
@@ -28,9 +28,7 @@ import time
 
 import uvicorn
 
-# querynox.server.WEBSOCKET_MAX_MESSAGE_BYTES (a test keeps them equal): importing that module would load daphne and
-# install Twisted's reactor in a process that does not run it.
-WEBSOCKET_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+from querynox.body_limits import WEBSOCKET_MAX_MESSAGE_BYTES
 
 
 class LifespanApp:
