@@ -143,43 +143,6 @@ def _as_uuid(value) -> uuid.UUID | None:
     return uuid.UUID(str(value))
 
 
-def _insert_documents(rows: list[tuple]) -> None:
-    """Write documents: (owner id, chat id, query id or None, title, prompt, response), texts as stored (they
-    are normalised here). Ids are taken in order, so the newest write has the largest id (the candidates' order)."""
-    if not rows:
-        return
-    table = SearchDocument._meta.db_table
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, len(rows)]
-            )
-            ids = [row[0] for row in cursor.fetchall()]
-        else:
-            cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}")
-            first = cursor.fetchone()[0] + 1
-            ids = range(first, first + len(rows))
-        documents = [
-            (doc_id, *row[:3], *(index_text(text) for text in row[3:])) for doc_id, row in zip(ids, rows, strict=True)
-        ]
-        if connection.vendor == "postgresql":
-            cursor.executemany(
-                f"INSERT INTO {table} (id, owner_id, chat_id, query_id, document) VALUES (%s, %s, %s, %s, "
-                "setweight(to_tsvector('simple', %s), 'A') || setweight(to_tsvector('simple', %s), 'B') "
-                "|| setweight(to_tsvector('simple', %s), 'C'))",
-                [(i, owner, _db_uuid(chat), _db_uuid(query), t, p, r) for i, owner, chat, query, t, p, r in documents],
-            )
-        else:
-            cursor.executemany(
-                f"INSERT INTO {table} (id, owner_id, chat_id, query_id) VALUES (%s, %s, %s, %s)",
-                [(i, owner, _db_uuid(chat), _db_uuid(query)) for i, owner, chat, query, *_ in documents],
-            )
-            cursor.executemany(
-                "INSERT INTO chat_searchtext (rowid, owner, title, prompt, response) VALUES (%s, %s, %s, %s, %s)",
-                [(i, f"o{owner}", t, p, r) for i, owner, _, _, t, p, r in documents],
-            )
-
-
 # The PostgreSQL document of one row: title weight A, prompt B, answer C ('simple': every word as it is).
 _PG_DOCUMENT = (
     "setweight(to_tsvector('simple', %s), 'A') || setweight(to_tsvector('simple', %s), 'B') "
@@ -331,7 +294,7 @@ def reindex_chats(chat_ids, batch: int = 200) -> None:
 def bulk_index(chats: list[tuple], queries: list[tuple]) -> None:
     """Index many new rows at once, none of which is indexed yet (a backfill, a benchmark's generated data):
     `chats` as (owner id, chat id, title, name), `queries` as (owner id, chat id, query id, prompt, response)."""
-    _insert_documents(
+    _write_documents(
         [(owner, chat, None, _title_text(title, name), "", "") for owner, chat, title, name in chats]
         + [(owner, chat, query, "", prompt, response) for owner, chat, query, prompt, response in queries]
     )
