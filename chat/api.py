@@ -789,8 +789,8 @@ def list_documents(request, chat_id: str):
 @router.get(
     "/{chat_id}/documents/{document_id}/file",
     response={200: None, **READ_ERRORS},
-    summary="Download an uploaded file (as it was uploaded)",
-    openapi_extra=binary(),
+    summary="Download an uploaded file (as it was uploaded; text and Markdown as text/plain)",
+    openapi_extra=binary("*/*"),  # the upload's own type: a PDF, an image, text
 )
 def download_document(request, chat_id: str, document_id: str):
     return document_file_response(services.get_owned_document(request.auth, chat_id, document_id))
