@@ -29,7 +29,14 @@ from billing import charges
 from chat import search
 from chat.catalog import default_model_name
 from chat.models import AIModel, Assistant, Chat
-from chat.services import ChatError, check_encodable, parse_bool, usable_collection_ids
+from chat.services import (
+    ChatError,
+    DocumentNotFound,
+    check_encodable,
+    parse_bool,
+    parse_row_id,
+    usable_collection_ids,
+)
 from rag.files import check_uploads
 from rag.models import Collection, Document
 from rag.service import DocumentGone, claim, documents_for_collection, process_claimed
@@ -51,13 +58,7 @@ class AssistantNotFound(ChatError):
 
 
 def _parse_pk(value) -> int:
-    try:
-        pk = int(str(value))
-    except (ValueError, TypeError):
-        raise AssistantNotFound() from None
-    if not 0 < pk < 2**63:
-        raise AssistantNotFound()
-    return pk
+    return parse_row_id(value, AssistantNotFound)
 
 
 def visible_assistants(user):
@@ -288,17 +289,14 @@ def do_delete_document(user, assistant_id, document_id) -> None:
     owner's uses the same file): chats started from the assistant stop citing it at once. One still being read is
     deleted too; its reader stores nothing and gives its file use back."""
     assistant = get_owned_assistant(user, assistant_id, for_update=True)
-    try:
-        pk = int(str(document_id))
-    except (TypeError, ValueError):
-        pk = 0
+    pk = parse_row_id(document_id, DocumentNotFound)
     deleted, _ = (
         Document.objects.filter(pk=pk, collection_id=assistant.collection_id).delete()
-        if assistant.collection_id and 0 < pk < 2**63
+        if assistant.collection_id
         else (0, None)
     )
     if not deleted:
-        raise ChatError("Document not found.", code="not_found", status=404)
+        raise DocumentNotFound()
 
 
 def do_start_chat(user, assistant_id) -> Chat:

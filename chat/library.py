@@ -10,7 +10,15 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from chat.models import Chat, Folder, Tag
-from chat.services import ChatError, ChatPage, chat_page, chats_for_sidebar, check_encodable, get_owned_chat
+from chat.services import (
+    ChatError,
+    ChatPage,
+    chat_page,
+    chats_for_sidebar,
+    check_encodable,
+    get_owned_chat,
+    parse_row_id,
+)
 
 FOLDER_NAME_CHARS = 60
 MAX_FOLDERS = 200
@@ -41,17 +49,7 @@ def check_folder_name(name) -> str:
 
 def parse_folder_id(value) -> int:
     """A folder's id; what is not one is as not found as an id nobody has."""
-    if isinstance(value, bool):
-        raise FolderNotFound()
-    if isinstance(value, int):
-        folder_id = value
-    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
-        folder_id = int(value)
-    else:
-        raise FolderNotFound()
-    if not 0 < folder_id < 2**63:
-        raise FolderNotFound()
-    return folder_id
+    return parse_row_id(value, FolderNotFound)
 
 
 def get_owned_folder(user, folder_id, for_update: bool = False) -> Folder:

@@ -133,6 +133,27 @@ def parse_id(value, not_found: type[ChatError]) -> uuid.UUID:
         raise not_found() from None
 
 
+def parse_row_id(value, not_found: type[Exception]) -> int:
+    """A folder's, assistant's or document's id (an integer key); what is not one, or is beyond what the database
+    stores, is as not found as an id nobody has (`not_found`)."""
+    if isinstance(value, bool):
+        raise not_found()
+    if isinstance(value, int):
+        row_id = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+        row_id = int(value)
+    else:
+        raise not_found()
+    if not 0 < row_id < 2**63:
+        raise not_found()
+    return row_id
+
+
+class DocumentNotFound(ChatError):
+    def __init__(self):
+        super().__init__("Document not found.", code="not_found", status=404)
+
+
 def parse_chat_id(value) -> uuid.UUID:
     return parse_id(value, ChatNotFound)
 
@@ -982,12 +1003,7 @@ def get_owned_document(user, chat_id, document_id) -> Document:
     """A document of one of the user's chats, or of the assistant such a chat was started from (its citations link
     to them through the chat); anyone else's is "not found"."""
     chat = get_owned_chat(user, chat_id)
-    try:
-        document_id = int(document_id)
-    except (ValueError, TypeError):
-        document_id = 0
-    if not 0 < document_id < 2**63:  # beyond what the database stores: nobody's document
-        raise ChatError("Document not found.", code="not_found", status=404)
+    document_id = parse_row_id(document_id, DocumentNotFound)
     where = Q(chat=chat)
     collection_ids = usable_collection_ids(chat.pk)
     if collection_ids:
