@@ -132,14 +132,9 @@ class Generation:
             raise
 
     async def events_after(self, seq: int = 0) -> AsyncIterator[dict]:
-        position = seq
-        while True:
-            while position < len(self._log):
-                position += 1
-                yield self._event(position - 1)
-            if self.finished:
-                return
-            await self._next_change()
+        async for batch in self.batches_after(seq):
+            for event in batch:
+                yield event
 
     async def batches_after(self, seq: int = 0) -> AsyncIterator[list[dict]]:
         """The events after `seq`, in order, as lists of whatever had been published when the follower looked: a

@@ -17,6 +17,7 @@ from chat.services import (
     chats_for_sidebar,
     check_encodable,
     get_owned_chat,
+    parse_bool,
     parse_row_id,
 )
 
@@ -200,11 +201,8 @@ def do_set_pinned(user, chat_id, pinned: bool | None = None) -> Chat:
 
 
 def parse_pinned_filter(value) -> bool | None:
-    if value in (None, ""):
-        return None
-    if isinstance(value, str) and value.lower() in ("true", "1", "false", "0"):
-        return value.lower() in ("true", "1")
-    raise ChatError("pinned must be true or false.", code="invalid_field")
+    """No value: no filter (where parse_bool would read "false")."""
+    return None if value in (None, "") else parse_bool(value, "pinned")
 
 
 def list_chats(user, before=None, limit=None, folder=None, tag=None, pinned=None) -> ChatPage:
